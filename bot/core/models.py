@@ -1,0 +1,217 @@
+"""Domain records: what the store returns and the service works with (no ORM objects leak out)."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field, fields
+from datetime import datetime
+from enum import StrEnum
+from typing import Any
+
+from bot.core.grammar import Defaults, GenerationSpec
+
+
+class JobKind(StrEnum):
+    IMAGINE = "imagine"
+    VARIATION = "variation"
+    UPSCALE = "upscale"
+    REROLL = "reroll"
+    REMIX = "remix"
+    IMG2IMG = "img2img"
+
+
+class JobState(StrEnum):
+    QUEUED = "queued"
+    RUNNING = "running"
+    DONE = "done"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+    REFUSED = "refused"
+
+    @property
+    def finished(self) -> bool:
+        return self not in (JobState.QUEUED, JobState.RUNNING)
+
+
+class NsfwRule(StrEnum):
+    BLOCK = "block"
+    AGE_RESTRICTED = "age_restricted"  # allowed only in channels Discord marks age-restricted
+
+
+def _from_dict(cls: type, data: dict[str, Any] | None) -> Any:
+    names = {f.name for f in fields(cls)}
+    return cls(**{k: v for k, v in (data or {}).items() if k in names})
+
+
+@dataclass(frozen=True)
+class UserSettings:
+    """Personal defaults from /settings (stored as JSON on the user row)."""
+
+    aspect: str | None = None
+    steps: int | None = None
+    guidance: float | None = None
+    sampler: str | None = None
+    negative: str | None = None
+    suffix: str | None = None
+    presets: dict[str, str] = field(default_factory=dict)
+    remix_mode: bool = False
+    private: bool = False
+
+    def defaults(self) -> Defaults:
+        return Defaults(
+            aspect=self.aspect,
+            steps=self.steps,
+            guidance=self.guidance,
+            sampler=self.sampler,
+            negative=self.negative,
+            suffix=self.suffix,
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any] | None) -> UserSettings:
+        return _from_dict(cls, data)
+
+
+@dataclass(frozen=True)
+class GuildSettings:
+    """A server's own rules, set by its admins (stored as JSON on the guild row)."""
+
+    nsfw_rule: NsfwRule = NsfwRule.BLOCK
+    allowed_channel_ids: tuple[int, ...] = ()  # empty: every channel
+    admin_role_ids: tuple[int, ...] = ()
+    daily_images_per_user: int | None = None
+    max_steps: int | None = None
+    blur_flagged: bool = False  # post flagged images blurred and spoilered instead of withholding
+    aspect: str | None = None
+    steps: int | None = None
+    guidance: float | None = None
+    sampler: str | None = None
+    negative: str | None = None
+
+    def defaults(self) -> Defaults:
+        return Defaults(
+            aspect=self.aspect,
+            steps=self.steps,
+            guidance=self.guidance,
+            sampler=self.sampler,
+            negative=self.negative,
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["nsfw_rule"] = str(self.nsfw_rule)
+        data["allowed_channel_ids"] = list(self.allowed_channel_ids)
+        data["admin_role_ids"] = list(self.admin_role_ids)
+        return data
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any] | None) -> GuildSettings:
+        data = dict(data or {})
+        if "nsfw_rule" in data:
+            data["nsfw_rule"] = NsfwRule(data["nsfw_rule"])
+        for key in ("allowed_channel_ids", "admin_role_ids"):
+            if key in data:
+                data[key] = tuple(int(x) for x in data[key])
+        return _from_dict(cls, data)
+
+
+@dataclass(frozen=True)
+class User:
+    id: int
+    key: str  # "discord:<snowflake>" or "local:<name>"
+    name: str
+    banned: bool = False
+    ban_reason: str | None = None
+    banned_until: datetime | None = None
+    daily_quota: int | None = None  # per-user override of the daily image quota
+    quota_reset_at: datetime | None = None
+    settings: UserSettings = field(default_factory=UserSettings)
+    created_at: datetime | None = None
+
+    def is_banned(self, now: datetime) -> bool:
+        return self.banned and (self.banned_until is None or self.banned_until > now)
+
+    @property
+    def discord_id(self) -> int | None:
+        kind, _, ident = self.key.partition(":")
+        return int(ident) if kind == "discord" and ident.isdigit() else None
+
+
+@dataclass(frozen=True)
+class NewJob:
+    """What the service asks the store to record before any work starts."""
+
+    user_id: int
+    kind: JobKind
+    spec: GenerationSpec
+    model: str
+    guild_id: int | None = None
+    channel_id: int | None = None
+    parent_job_id: int | None = None
+    parent_index: int | None = None
+    init_image_path: str | None = None
+    request_key: str | None = None
+    state: JobState = JobState.QUEUED
+    error: str | None = None
+
+
+@dataclass(frozen=True)
+class Job:
+    id: int
+    user_id: int
+    kind: JobKind
+    state: JobState
+    spec: GenerationSpec
+    model: str
+    guild_id: int | None
+    channel_id: int | None
+    message_id: int | None
+    parent_job_id: int | None
+    parent_index: int | None
+    init_image_path: str | None
+    error: str | None
+    attempts: int
+    repro: dict[str, Any]
+    charged_images: int
+    created_at: datetime
+    started_at: datetime | None
+    finished_at: datetime | None
+    request_key: str | None = None
+
+
+@dataclass(frozen=True)
+class Image:
+    id: int
+    job_id: int
+    index: int
+    seed: int
+    width: int
+    height: int
+    path: str  # relative to the data directory
+    sha256: str
+    deleted: bool = False
+    withheld: bool = False
+    created_at: datetime | None = None
+
+
+@dataclass(frozen=True)
+class AuditEvent:
+    id: int
+    created_at: datetime
+    actor: str
+    action: str
+    target: str | None
+    reason: str | None
+    guild_id: int | None
+    detail: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class BlocklistEntry:
+    id: int
+    guild_id: int | None
+    term: str
+    created_by: str
+    created_at: datetime

@@ -1,0 +1,149 @@
+"""Settings from the environment and ``.env`` (pydantic-settings). Every name is ``EASEL_*``,
+except the token, which is ``DISCORD_TOKEN`` as every Discord tutorial calls it.
+
+:func:`load_settings` turns a wrong value into one :class:`ConfigError` line naming the setting.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import AliasChoices, Field, SecretStr, ValidationError, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from bot.core.errors import ConfigError
+from bot.core.grammar import SAMPLERS, Defaults, Limits, parse_prompt
+
+ENV_PREFIX = "EASEL_"
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_prefix=ENV_PREFIX,
+        env_file=".env",
+        env_file_encoding="utf-8",
+        extra="ignore",
+        validate_default=True,
+    )
+
+    # Discord. SecretStr keeps the token out of reprs and logs.
+    discord_token: SecretStr | None = Field(
+        default=None, validation_alias=AliasChoices("DISCORD_TOKEN", "EASEL_DISCORD_TOKEN")
+    )
+    admin_role_ids: list[int] = Field(default_factory=list)
+
+    # Model and hardware.
+    model: str = "tiny"
+    device: str = "auto"
+    dtype: Literal["auto", "float16", "bfloat16", "float32"] = "auto"
+    compile: bool = False
+    upscaler_model: Path | None = None
+    safety_checker: str | None = None
+
+    # Storage.
+    data_dir: Path = Path("data")
+    database_url: str | None = None
+
+    # Limits.
+    max_steps: int = Field(default=50, ge=1, le=500)
+    max_pixels: int = Field(default=1024 * 1024, ge=64 * 64)
+    max_prompt_length: int = Field(default=1000, ge=10, le=6000)
+    queue_size: int = Field(default=100, ge=1)
+    max_queued_per_user: int = Field(default=3, ge=1)
+    daily_images_per_user: int = Field(default=200, ge=0)
+    cooldown_seconds: float = Field(default=0.0, ge=0)
+    max_upload_bytes: int = Field(default=10 * 1024 * 1024, ge=1024)
+
+    # Defaults for generation (a server's and a user's settings override them).
+    default_aspect: str = "1:1"
+    default_steps: int = Field(default=25, ge=1)
+    default_guidance: float = Field(default=7.0, ge=0, le=30)
+    default_sampler: str = "euler_a"
+    default_negative: str = ""
+
+    # Engine.
+    batch_max_images: int = Field(default=8, ge=1, le=64)
+    preview_interval: float = Field(default=1.0, ge=0)
+    attempts: int = Field(default=2, ge=1, le=10)
+
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+
+    @field_validator(
+        "discord_token", "upscaler_model", "safety_checker", "database_url", mode="before"
+    )
+    @classmethod
+    def _empty_is_unset(cls, value: object) -> object:
+        # `.env.example` lists optional settings as `NAME=`; an empty value means "not set".
+        return None if isinstance(value, str) and not value.strip() else value
+
+    @field_validator("default_sampler")
+    @classmethod
+    def _known_sampler(cls, value: str) -> str:
+        if value not in SAMPLERS:
+            raise ValueError(f"must be one of {', '.join(SAMPLERS)}")
+        return value
+
+    @field_validator("default_aspect")
+    @classmethod
+    def _valid_aspect(cls, value: str) -> str:
+        try:
+            parse_prompt(f"x --ar {value}")
+        except Exception as exc:
+            raise ValueError(str(exc)) from None
+        return value
+
+    @field_validator("device")
+    @classmethod
+    def _valid_device(cls, value: str) -> str:
+        value = value.strip().lower()
+        base = value.split(":", 1)[0]
+        if base not in {"auto", "cpu", "cuda", "mps", "xpu"}:
+            raise ValueError("must be auto, cpu, cuda, cuda:N, mps or xpu")
+        return value
+
+    @property
+    def db_url(self) -> str:
+        return self.database_url or f"sqlite+aiosqlite:///{self.data_dir / 'easel.db'}"
+
+    @property
+    def limits(self) -> Limits:
+        return Limits(
+            max_steps=self.max_steps,
+            max_pixels=self.max_pixels,
+            max_prompt_length=self.max_prompt_length,
+        )
+
+    @property
+    def defaults(self) -> Defaults:
+        return Defaults(
+            aspect=self.default_aspect,
+            steps=self.default_steps,
+            guidance=self.default_guidance,
+            sampler=self.default_sampler,
+            negative=self.default_negative,
+        )
+
+
+def _env_name(loc: tuple[object, ...]) -> str:
+    field = str(loc[0]) if loc else "?"
+    if field == "discord_token":
+        return "DISCORD_TOKEN"
+    return ENV_PREFIX + field.upper()
+
+
+def load_settings(**overrides: object) -> Settings:
+    """Read the settings; a wrong value raises one ConfigError line naming the setting."""
+    try:
+        return Settings(**overrides)  # type: ignore[arg-type]
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        msg = str(err.get("msg", "invalid value")).removeprefix("Value error, ").rstrip(".")
+        name = _env_name(err.get("loc", ()))
+        given = err.get("input")
+        shown = (
+            f" (got {str(given)[:60]!r})"
+            if isinstance(given, str | int | float) and name != "DISCORD_TOKEN"
+            else ""
+        )
+        raise ConfigError(f"Setting {name}: {msg}{shown}.") from None

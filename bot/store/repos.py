@@ -1,0 +1,580 @@
+"""The repository: every read and write the service needs, one short transaction each.
+
+Rows never leave this module; callers get the frozen records of :mod:`bot.core.models`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import delete, func, or_, select, update
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from bot.core.errors import InvalidInput, NotFound
+from bot.core.grammar import GenerationSpec
+from bot.core.models import (
+    AuditEvent,
+    BlocklistEntry,
+    GuildSettings,
+    Image,
+    Job,
+    JobKind,
+    JobState,
+    NewJob,
+    User,
+    UserSettings,
+)
+from bot.store.tables import (
+    AuditEventRow,
+    BlocklistEntryRow,
+    GuildRow,
+    ImageRow,
+    JobRow,
+    UserRow,
+    utcnow,
+)
+
+UNFINISHED = (JobState.QUEUED.value, JobState.RUNNING.value)
+
+
+@dataclass(frozen=True)
+class NewImage:
+    index: int
+    seed: int
+    width: int
+    height: int
+    path: str
+    sha256: str
+    withheld: bool = False
+
+
+def _user(row: UserRow) -> User:
+    return User(
+        id=row.id,
+        key=row.key,
+        name=row.name,
+        banned=row.banned,
+        ban_reason=row.ban_reason,
+        banned_until=row.banned_until,
+        daily_quota=row.daily_quota,
+        quota_reset_at=row.quota_reset_at,
+        settings=UserSettings.from_dict(row.settings),
+        created_at=row.created_at,
+    )
+
+
+def _job(row: JobRow) -> Job:
+    w, _, h = row.aspect.partition(":")
+    return Job(
+        id=row.id,
+        user_id=row.user_id,
+        kind=JobKind(row.kind),
+        state=JobState(row.state),
+        spec=GenerationSpec(
+            prompt=row.prompt,
+            negative=row.negative_prompt,
+            width=row.width,
+            height=row.height,
+            aspect=(int(w), int(h)),
+            seed=row.seed,
+            steps=row.steps,
+            guidance=row.guidance,
+            sampler=row.sampler,
+            count=row.count,
+            tile=row.tile,
+            strength=row.strength,
+        ),
+        model=row.model,
+        guild_id=row.guild_id,
+        channel_id=row.channel_id,
+        message_id=row.message_id,
+        parent_job_id=row.parent_job_id,
+        parent_index=row.parent_index,
+        init_image_path=row.init_image_path,
+        error=row.error,
+        attempts=row.attempts,
+        repro=dict(row.repro or {}),
+        charged_images=row.charged_images,
+        created_at=row.created_at,
+        started_at=row.started_at,
+        finished_at=row.finished_at,
+        request_key=row.request_key,
+    )
+
+
+def _image(row: ImageRow) -> Image:
+    return Image(
+        id=row.id,
+        job_id=row.job_id,
+        index=row.index,
+        seed=row.seed,
+        width=row.width,
+        height=row.height,
+        path=row.path,
+        sha256=row.sha256,
+        deleted=row.deleted,
+        withheld=row.withheld,
+        created_at=row.created_at,
+    )
+
+
+def _audit(row: AuditEventRow) -> AuditEvent:
+    return AuditEvent(
+        id=row.id,
+        created_at=row.created_at,
+        actor=row.actor,
+        action=row.action,
+        target=row.target,
+        reason=row.reason,
+        guild_id=row.guild_id,
+        detail=dict(row.detail or {}),
+    )
+
+
+def _like_escape(text: str) -> str:
+    return text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+
+
+class Store:
+    def __init__(self, sessions: async_sessionmaker[AsyncSession]) -> None:
+        self._sessions = sessions
+
+    # -- users ---------------------------------------------------------------------------------
+
+    async def get_or_create_user(self, key: str, name: str) -> User:
+        async with self._sessions() as s:
+            row = await s.scalar(select(UserRow).where(UserRow.key == key))
+            if row is not None:
+                if name and row.name != name:
+                    row.name = name[:100]
+                    await s.commit()
+                return _user(row)
+            s.add(UserRow(key=key, name=name[:100], settings={}))
+            try:
+                await s.commit()
+            except IntegrityError:  # created concurrently by another request
+                await s.rollback()
+            row = await s.scalar(select(UserRow).where(UserRow.key == key))
+            assert row is not None
+            return _user(row)
+
+    async def get_user(self, user_id: int) -> User:
+        async with self._sessions() as s:
+            row = await s.get(UserRow, user_id)
+            if row is None:
+                raise NotFound(f"There is no user #{user_id}.")
+            return _user(row)
+
+    async def find_user(self, key: str) -> User | None:
+        async with self._sessions() as s:
+            row = await s.scalar(select(UserRow).where(UserRow.key == key))
+            return None if row is None else _user(row)
+
+    async def _update_user(self, user_id: int, **values: Any) -> User:
+        async with self._sessions() as s:
+            row = await s.get(UserRow, user_id)
+            if row is None:
+                raise NotFound(f"There is no user #{user_id}.")
+            for key, value in values.items():
+                setattr(row, key, value)
+            await s.commit()
+            return _user(row)
+
+    async def save_user_settings(self, user_id: int, settings: UserSettings) -> User:
+        return await self._update_user(user_id, settings=settings.to_dict())
+
+    async def set_ban(
+        self, user_id: int, *, banned: bool, reason: str | None, until: datetime | None
+    ) -> User:
+        return await self._update_user(
+            user_id,
+            banned=banned,
+            ban_reason=reason if banned else None,
+            banned_until=until if banned else None,
+        )
+
+    async def set_quota(
+        self, user_id: int, *, daily_quota: int | None, reset_usage: bool = False
+    ) -> User:
+        values: dict[str, Any] = {"daily_quota": daily_quota}
+        if reset_usage:
+            values["quota_reset_at"] = utcnow()
+        return await self._update_user(user_id, **values)
+
+    async def delete_user(self, user_id: int) -> list[str]:
+        """Delete the user, their jobs and image rows; return the files nobody else uses."""
+        async with self._sessions() as s:
+            paths = set(
+                await s.scalars(select(ImageRow.path).join(JobRow).where(JobRow.user_id == user_id))
+            )
+            uploads = set(
+                p
+                for p in await s.scalars(
+                    select(JobRow.init_image_path).where(JobRow.user_id == user_id)
+                )
+                if p
+            )
+            await s.execute(delete(UserRow).where(UserRow.id == user_id))
+            await s.commit()
+            return await self._unreferenced(s, paths | uploads)
+
+    async def _unreferenced(self, s: AsyncSession, paths: Iterable[str]) -> list[str]:
+        # Files are content-addressed: another job may hold the very same bytes.
+        paths = list(paths)
+        if not paths:
+            return []
+        used = set(
+            await s.scalars(
+                select(ImageRow.path).where(ImageRow.path.in_(paths), ImageRow.deleted.is_(False))
+            )
+        )
+        used |= set(
+            await s.scalars(select(JobRow.init_image_path).where(JobRow.init_image_path.in_(paths)))
+        )
+        return sorted(p for p in paths if p not in used)
+
+    # -- guilds --------------------------------------------------------------------------------
+
+    async def get_guild_settings(self, guild_id: int) -> GuildSettings:
+        async with self._sessions() as s:
+            row = await s.get(GuildRow, guild_id)
+            return GuildSettings.from_dict(row.settings if row else None)
+
+    async def save_guild_settings(self, guild_id: int, settings: GuildSettings) -> GuildSettings:
+        async with self._sessions() as s:
+            row = await s.get(GuildRow, guild_id)
+            if row is None:
+                s.add(GuildRow(id=guild_id, settings=settings.to_dict()))
+            else:
+                row.settings = settings.to_dict()
+            await s.commit()
+            return settings
+
+    # -- jobs ----------------------------------------------------------------------------------
+
+    async def create_job(self, new: NewJob) -> tuple[Job, bool]:
+        """Record a job. With a ``request_key`` already used, return that job and False."""
+        spec = new.spec
+        now = utcnow()
+        row = JobRow(
+            user_id=new.user_id,
+            guild_id=new.guild_id,
+            channel_id=new.channel_id,
+            kind=new.kind.value,
+            parent_job_id=new.parent_job_id,
+            parent_index=new.parent_index,
+            init_image_path=new.init_image_path,
+            prompt=spec.prompt,
+            negative_prompt=spec.negative,
+            model=new.model,
+            width=spec.width,
+            height=spec.height,
+            aspect=f"{spec.aspect[0]}:{spec.aspect[1]}",
+            seed=spec.seed,
+            steps=spec.steps,
+            guidance=spec.guidance,
+            sampler=spec.sampler,
+            strength=spec.strength,
+            tile=spec.tile,
+            count=spec.count,
+            repro={},
+            state=new.state.value,
+            error=new.error,
+            attempts=0,
+            charged_images=0,
+            request_key=new.request_key,
+            created_at=now,
+            finished_at=now if new.state.finished else None,
+        )
+        async with self._sessions() as s:
+            s.add(row)
+            try:
+                await s.commit()
+            except IntegrityError:
+                await s.rollback()
+                if new.request_key is None:
+                    raise
+                existing = await s.scalar(
+                    select(JobRow).where(JobRow.request_key == new.request_key)
+                )
+                if existing is None:
+                    raise
+                return _job(existing), False
+            return _job(row), True
+
+    async def find_job_by_request_key(self, key: str) -> Job | None:
+        async with self._sessions() as s:
+            row = await s.scalar(select(JobRow).where(JobRow.request_key == key))
+            return None if row is None else _job(row)
+
+    async def get_job(self, job_id: int) -> Job:
+        async with self._sessions() as s:
+            row = await s.get(JobRow, job_id)
+            if row is None:
+                raise NotFound(f"There is no job #{job_id}.")
+            return _job(row)
+
+    async def mark_running(self, job_id: int) -> Job:
+        """queued → running, counting the attempt. Only from queued (or running, on resume)."""
+        async with self._sessions() as s:
+            row = await s.get(JobRow, job_id)
+            if row is None:
+                raise NotFound(f"There is no job #{job_id}.")
+            if row.state not in UNFINISHED:
+                return _job(row)
+            row.state = JobState.RUNNING.value
+            row.attempts += 1
+            row.started_at = utcnow()
+            await s.commit()
+            return _job(row)
+
+    async def finish_job(
+        self,
+        job_id: int,
+        state: JobState,
+        *,
+        error: str | None = None,
+        repro: dict[str, Any] | None = None,
+        images: Sequence[NewImage] = (),
+    ) -> Job:
+        """Move a job to a final state, with its images, in one transaction.
+
+        Images that are not withheld are charged to the quota; a failed or cancelled job
+        charges nothing.
+        """
+        async with self._sessions() as s:
+            row = await s.get(JobRow, job_id)
+            if row is None:
+                raise NotFound(f"There is no job #{job_id}.")
+            row.state = state.value
+            row.error = error
+            row.finished_at = utcnow()
+            if repro is not None:
+                row.repro = repro
+            for image in images:
+                s.add(
+                    ImageRow(
+                        job_id=job_id,
+                        index=image.index,
+                        seed=image.seed,
+                        width=image.width,
+                        height=image.height,
+                        path=image.path,
+                        sha256=image.sha256,
+                        withheld=image.withheld,
+                    )
+                )
+            row.charged_images = sum(1 for i in images if not i.withheld)
+            await s.commit()
+            return _job(row)
+
+    async def requeue(self, job_id: int) -> Job:
+        return await self._update_job(job_id, state=JobState.QUEUED.value, started_at=None)
+
+    async def set_message(self, job_id: int, *, channel_id: int | None, message_id: int) -> Job:
+        return await self._update_job(job_id, channel_id=channel_id, message_id=message_id)
+
+    async def _update_job(self, job_id: int, **values: Any) -> Job:
+        async with self._sessions() as s:
+            row = await s.get(JobRow, job_id)
+            if row is None:
+                raise NotFound(f"There is no job #{job_id}.")
+            for key, value in values.items():
+                setattr(row, key, value)
+            await s.commit()
+            return _job(row)
+
+    async def list_jobs(
+        self,
+        *,
+        user_id: int | None = None,
+        guild_id: int | None = None,
+        states: Sequence[JobState] | None = None,
+        search: str | None = None,
+        limit: int = 10,
+        offset: int = 0,
+        oldest_first: bool = False,
+    ) -> list[Job]:
+        query = select(JobRow)
+        if user_id is not None:
+            query = query.where(JobRow.user_id == user_id)
+        if guild_id is not None:
+            query = query.where(JobRow.guild_id == guild_id)
+        if states is not None:
+            query = query.where(JobRow.state.in_([s.value for s in states]))
+        if search:
+            query = query.where(
+                JobRow.prompt.ilike(f"%{_like_escape(search)}%", escape="\\"),
+            )
+        order = JobRow.id.asc() if oldest_first else JobRow.id.desc()
+        query = query.order_by(order).limit(limit).offset(offset)
+        async with self._sessions() as s:
+            return [_job(r) for r in await s.scalars(query)]
+
+    async def count_jobs(self, *, user_id: int | None = None, search: str | None = None) -> int:
+        query = select(func.count(JobRow.id))
+        if user_id is not None:
+            query = query.where(JobRow.user_id == user_id)
+        if search:
+            query = query.where(JobRow.prompt.ilike(f"%{_like_escape(search)}%", escape="\\"))
+        async with self._sessions() as s:
+            return int(await s.scalar(query) or 0)
+
+    async def unfinished_jobs(self) -> list[Job]:
+        return await self.list_jobs(
+            states=[JobState.QUEUED, JobState.RUNNING], limit=10_000, oldest_first=True
+        )
+
+    async def images_charged_since(self, user_id: int, since: datetime) -> int:
+        """Images delivered to this user since ``since`` (the quota's "used today")."""
+        query = select(func.coalesce(func.sum(JobRow.charged_images), 0)).where(
+            JobRow.user_id == user_id, JobRow.created_at >= since
+        )
+        async with self._sessions() as s:
+            return int(await s.scalar(query) or 0)
+
+    async def images_pending(self, user_id: int) -> int:
+        """Images this user's queued and running jobs will make (reserved against the quota)."""
+        query = select(func.coalesce(func.sum(JobRow.count), 0)).where(
+            JobRow.user_id == user_id, JobRow.state.in_(UNFINISHED)
+        )
+        async with self._sessions() as s:
+            return int(await s.scalar(query) or 0)
+
+    async def job_stats(self, since: datetime, guild_id: int | None = None) -> dict[str, Any]:
+        query = select(JobRow.state, JobRow.started_at, JobRow.finished_at, JobRow.charged_images)
+        query = query.where(JobRow.created_at >= since)
+        if guild_id is not None:
+            query = query.where(JobRow.guild_id == guild_id)
+        async with self._sessions() as s:
+            rows = (await s.execute(query)).all()
+        durations = sorted(
+            (f - st).total_seconds()
+            for state, st, f, _ in rows
+            if state == JobState.DONE.value and st and f
+        )
+        by_state: dict[str, int] = {}
+        for state, *_ in rows:
+            by_state[state] = by_state.get(state, 0) + 1
+        return {
+            "jobs": len(rows),
+            "by_state": by_state,
+            "images": sum(r[3] for r in rows),
+            "durations": durations,
+        }
+
+    async def purge_job(self, job_id: int) -> list[str]:
+        """Mark the job's images deleted; return the files nobody else uses."""
+        async with self._sessions() as s:
+            row = await s.get(JobRow, job_id)
+            if row is None:
+                raise NotFound(f"There is no job #{job_id}.")
+            paths = set(await s.scalars(select(ImageRow.path).where(ImageRow.job_id == job_id)))
+            await s.execute(update(ImageRow).where(ImageRow.job_id == job_id).values(deleted=True))
+            if row.state in UNFINISHED:
+                row.state = JobState.CANCELLED.value
+                row.finished_at = utcnow()
+            await s.commit()
+            return await self._unreferenced(s, paths)
+
+    # -- images --------------------------------------------------------------------------------
+
+    async def get_images(self, job_id: int) -> list[Image]:
+        async with self._sessions() as s:
+            rows = await s.scalars(
+                select(ImageRow).where(ImageRow.job_id == job_id).order_by(ImageRow.index)
+            )
+            return [_image(r) for r in rows]
+
+    async def get_image(self, job_id: int, index: int) -> Image:
+        async with self._sessions() as s:
+            row = await s.scalar(
+                select(ImageRow).where(ImageRow.job_id == job_id, ImageRow.index == index)
+            )
+            if row is None or row.deleted:
+                raise NotFound(f"Job #{job_id} has no image {index + 1}.")
+            return _image(row)
+
+    # -- blocklist -----------------------------------------------------------------------------
+
+    async def add_block_term(self, guild_id: int | None, term: str, created_by: str) -> None:
+        async with self._sessions() as s:
+            s.add(BlocklistEntryRow(guild_id=guild_id, term=term, created_by=created_by))
+            try:
+                await s.commit()
+            except IntegrityError:
+                raise InvalidInput(f"'{term}' is already on the blocklist.") from None
+
+    async def remove_block_term(self, guild_id: int | None, term: str) -> None:
+        async with self._sessions() as s:
+            result = await s.execute(
+                delete(BlocklistEntryRow).where(
+                    BlocklistEntryRow.guild_id.is_(None)
+                    if guild_id is None
+                    else BlocklistEntryRow.guild_id == guild_id,
+                    BlocklistEntryRow.term == term,
+                )
+            )
+            await s.commit()
+            if result.rowcount == 0:
+                raise NotFound(f"'{term}' is not on the blocklist.")
+
+    async def list_block_terms(self, guild_id: int | None) -> list[BlocklistEntry]:
+        """This server's entries and the ones that apply everywhere."""
+        cond = BlocklistEntryRow.guild_id.is_(None)
+        if guild_id is not None:
+            cond = or_(cond, BlocklistEntryRow.guild_id == guild_id)
+        async with self._sessions() as s:
+            rows = await s.scalars(
+                select(BlocklistEntryRow).where(cond).order_by(BlocklistEntryRow.term)
+            )
+            return [
+                BlocklistEntry(
+                    id=r.id,
+                    guild_id=r.guild_id,
+                    term=r.term,
+                    created_by=r.created_by,
+                    created_at=r.created_at,
+                )
+                for r in rows
+            ]
+
+    # -- audit ---------------------------------------------------------------------------------
+
+    async def add_audit(
+        self,
+        *,
+        actor: str,
+        action: str,
+        target: str | None = None,
+        reason: str | None = None,
+        guild_id: int | None = None,
+        detail: dict[str, Any] | None = None,
+    ) -> AuditEvent:
+        async with self._sessions() as s:
+            row = AuditEventRow(
+                actor=actor,
+                action=action,
+                target=target,
+                reason=reason,
+                guild_id=guild_id,
+                detail=detail or {},
+            )
+            s.add(row)
+            await s.commit()
+            return _audit(row)
+
+    async def list_audit(
+        self, *, guild_id: int | None = None, limit: int = 20, action: str | None = None
+    ) -> list[AuditEvent]:
+        query = select(AuditEventRow).order_by(AuditEventRow.id.desc()).limit(limit)
+        if guild_id is not None:
+            query = query.where(AuditEventRow.guild_id == guild_id)
+        if action is not None:
+            query = query.where(AuditEventRow.action == action)
+        async with self._sessions() as s:
+            return [_audit(r) for r in await s.scalars(query)]

@@ -1,0 +1,39 @@
+"""Shared fixtures: a real SQLite file with real migrations for every test that needs one."""
+
+from __future__ import annotations
+
+import os
+
+# No test may reach a model hub; the tiny model is built locally.
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
+
+import pytest
+
+from bot.store.db import make_engine, make_sessionmaker, upgrade
+from bot.store.files import ImageFiles
+from bot.store.repos import Store
+
+
+@pytest.fixture
+def db_url(tmp_path):
+    return f"sqlite+aiosqlite:///{tmp_path / 'easel.db'}"
+
+
+@pytest.fixture
+async def db_engine(db_url):
+    engine = make_engine(db_url)
+    await upgrade(engine)
+    yield engine
+    await engine.dispose()
+
+
+@pytest.fixture
+async def store(db_engine):
+    return Store(make_sessionmaker(db_engine))
+
+
+@pytest.fixture
+def files(tmp_path):
+    return ImageFiles(tmp_path / "data")

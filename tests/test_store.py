@@ -1,0 +1,269 @@
+"""The repository against a real SQLite file with the migrations applied."""
+
+from __future__ import annotations
+
+import sqlite3
+from datetime import UTC, datetime, timedelta
+
+import pytest
+from alembic.autogenerate import compare_metadata
+from alembic.runtime.migration import MigrationContext
+from PIL import Image as PILImage
+
+from bot.core.errors import InvalidInput, NotFound
+from bot.core.grammar import parse_prompt, resolve
+from bot.core.metadata import parse_parameters
+from bot.core.models import GuildSettings, JobKind, JobState, NewJob, NsfwRule, UserSettings
+from bot.store.db import current_revision, downgrade, make_engine, upgrade
+from bot.store.repos import NewImage
+from bot.store.tables import Base
+
+
+def spec(text="a lighthouse at dusk --seed 7 --count 4"):
+    return resolve(parse_prompt(text), native_side=64)
+
+
+async def new_job(store, user, **kw):
+    job, _created = await store.create_job(
+        NewJob(
+            user_id=user.id, kind=kw.pop("kind", JobKind.IMAGINE), spec=spec(), model="tiny", **kw
+        )
+    )
+    return job
+
+
+def images(n, withheld=()):
+    return [
+        NewImage(
+            index=i,
+            seed=7 + i,
+            width=64,
+            height=64,
+            path=f"images/x/{i}.png",
+            sha256=f"{i:064x}",
+            withheld=i in withheld,
+        )
+        for i in range(n)
+    ]
+
+
+async def test_migrations_upgrade_and_downgrade_cleanly(db_url):
+    engine = make_engine(db_url)
+    await upgrade(engine)
+    assert await current_revision(engine) is not None
+    await downgrade(engine, "base")
+    assert await current_revision(engine) is None
+    async with engine.connect() as conn:
+        tables = await conn.run_sync(lambda c: c.dialect.get_table_names(c))
+    assert set(tables) <= {"alembic_version"}
+    await upgrade(engine)  # and back up again
+    await engine.dispose()
+
+
+async def test_models_and_migrations_do_not_drift(db_engine):
+    def diff(conn):
+        return compare_metadata(
+            MigrationContext.configure(conn, opts={"compare_type": True}), Base.metadata
+        )
+
+    async with db_engine.connect() as conn:
+        assert await conn.run_sync(diff) == []
+
+
+async def test_sqlite_runs_in_wal_with_foreign_keys(db_engine, tmp_path):
+    async with db_engine.connect() as conn:
+        mode = (await conn.exec_driver_sql("PRAGMA journal_mode")).scalar()
+        fks = (await conn.exec_driver_sql("PRAGMA foreign_keys")).scalar()
+        busy = (await conn.exec_driver_sql("PRAGMA busy_timeout")).scalar()
+    assert (mode, fks) == ("wal", 1)
+    assert busy >= 1000
+
+
+async def test_users_are_created_once_and_keep_their_settings(store):
+    a = await store.get_or_create_user("discord:1", "ann")
+    again = await store.get_or_create_user("discord:1", "ann2")
+    assert a.id == again.id and again.name == "ann2"
+    settings = UserSettings(aspect="16:9", presets={"wide": "--ar 21:9"}, remix_mode=True)
+    await store.save_user_settings(a.id, settings)
+    assert (await store.get_user(a.id)).settings == settings
+    assert (await store.find_user("discord:1")).discord_id == 1
+    assert await store.find_user("discord:2") is None
+    with pytest.raises(NotFound):
+        await store.get_user(999)
+
+
+async def test_ban_and_quota_override(store):
+    u = await store.get_or_create_user("local:bob", "bob")
+    until = datetime.now(UTC) + timedelta(hours=1)
+    banned = await store.set_ban(u.id, banned=True, reason="spam", until=until)
+    assert banned.is_banned(datetime.now(UTC)) and banned.ban_reason == "spam"
+    assert not banned.is_banned(until + timedelta(seconds=1))
+    assert banned.banned_until == until
+    unbanned = await store.set_ban(u.id, banned=False, reason=None, until=None)
+    assert not unbanned.is_banned(datetime.now(UTC)) and unbanned.ban_reason is None
+    q = await store.set_quota(u.id, daily_quota=5, reset_usage=True)
+    assert q.daily_quota == 5 and q.quota_reset_at is not None
+
+
+async def test_guild_settings_round_trip(store):
+    assert await store.get_guild_settings(5) == GuildSettings()
+    gs = GuildSettings(nsfw_rule=NsfwRule.AGE_RESTRICTED, allowed_channel_ids=(1, 2), max_steps=20)
+    await store.save_guild_settings(5, gs)
+    assert await store.get_guild_settings(5) == gs
+
+
+async def test_job_lifecycle_records_images_and_charges_only_delivered(store):
+    u = await store.get_or_create_user("local:c", "c")
+    job = await new_job(store, u, guild_id=10, channel_id=11)
+    assert job.state is JobState.QUEUED and job.spec == spec()
+    assert await store.images_pending(u.id) == 4
+    running = await store.mark_running(job.id)
+    assert running.state is JobState.RUNNING and running.attempts == 1 and running.started_at
+    done = await store.finish_job(
+        job.id, JobState.DONE, repro={"torch": "x"}, images=images(4, withheld={3})
+    )
+    assert done.state is JobState.DONE and done.charged_images == 3 and done.repro == {"torch": "x"}
+    assert [i.index for i in await store.get_images(job.id)] == [0, 1, 2, 3]
+    assert (await store.get_image(job.id, 1)).seed == 8
+    midnight = datetime.now(UTC).replace(hour=0, minute=0, second=0, microsecond=0)
+    assert await store.images_charged_since(u.id, midnight) == 3
+    assert await store.images_pending(u.id) == 0
+
+    failed = await new_job(store, u)
+    await store.finish_job(failed.id, JobState.FAILED, error="out of memory")
+    assert (await store.get_job(failed.id)).error == "out of memory"
+    assert await store.images_charged_since(u.id, midnight) == 3
+    with pytest.raises(NotFound):
+        await store.get_image(job.id, 7)
+
+
+async def test_request_key_makes_a_double_click_one_job(store):
+    u = await store.get_or_create_user("local:d", "d")
+    new = NewJob(user_id=u.id, kind=JobKind.VARIATION, spec=spec(), model="tiny", request_key="k1")
+    first, created1 = await store.create_job(new)
+    second, created2 = await store.create_job(new)
+    assert created1 and not created2 and first.id == second.id
+    assert await store.count_jobs(user_id=u.id) == 1
+    assert (await store.find_job_by_request_key("k1")).id == first.id
+
+
+async def test_history_search_and_paging(store):
+    u = await store.get_or_create_user("local:e", "e")
+    for text in ["a red fox", "a blue whale", "red 100% cotton_shirt"]:
+        await store.create_job(
+            NewJob(user_id=u.id, kind=JobKind.IMAGINE, spec=spec(text), model="tiny")
+        )
+    assert [j.spec.prompt for j in await store.list_jobs(user_id=u.id, search="red")] == [
+        "red 100% cotton_shirt",
+        "a red fox",
+    ]
+    assert len(await store.list_jobs(user_id=u.id, search="100%")) == 1
+    assert await store.list_jobs(user_id=u.id, search="_x") == []  # LIKE wildcards are literal
+    page2 = await store.list_jobs(user_id=u.id, limit=2, offset=2)
+    assert [j.spec.prompt for j in page2] == ["a red fox"]
+    assert await store.count_jobs(user_id=u.id, search="red") == 2
+
+
+async def test_unfinished_jobs_and_requeue(store):
+    u = await store.get_or_create_user("local:f", "f")
+    a = await new_job(store, u)
+    b = await new_job(store, u)
+    await store.mark_running(b.id)
+    c = await new_job(store, u)
+    await store.finish_job(c.id, JobState.CANCELLED)
+    assert [j.id for j in await store.unfinished_jobs()] == [a.id, b.id]
+    assert (await store.requeue(b.id)).state is JobState.QUEUED
+    await store.set_message(a.id, channel_id=3, message_id=4)
+    assert (await store.get_job(a.id)).message_id == 4
+
+
+async def test_purge_keeps_files_other_jobs_share(store):
+    u = await store.get_or_create_user("local:g", "g")
+    a, b = await new_job(store, u), await new_job(store, u)
+    shared = [NewImage(index=0, seed=1, width=8, height=8, path="images/aa/same.png", sha256="s")]
+    await store.finish_job(a.id, JobState.DONE, images=shared)
+    await store.finish_job(
+        b.id,
+        JobState.DONE,
+        images=[
+            *shared,
+            NewImage(index=1, seed=2, width=8, height=8, path="images/bb/own.png", sha256="o"),
+        ],
+    )
+    assert await store.purge_job(b.id) == ["images/bb/own.png"]
+    assert all(i.deleted for i in await store.get_images(b.id))
+    with pytest.raises(NotFound):
+        await store.get_image(b.id, 0)
+    assert await store.purge_job(a.id) == ["images/aa/same.png"]
+
+
+async def test_delete_user_removes_their_rows(store):
+    u = await store.get_or_create_user("local:h", "h")
+    other = await store.get_or_create_user("local:i", "i")
+    job = await new_job(store, u)
+    await store.finish_job(job.id, JobState.DONE, images=images(1))
+    keep = await new_job(store, other)
+    assert await store.delete_user(u.id) == ["images/x/0.png"]
+    with pytest.raises(NotFound):
+        await store.get_job(job.id)
+    assert await store.get_images(job.id) == []
+    assert (await store.get_job(keep.id)).user_id == other.id
+
+
+async def test_blocklist_entries_per_guild_and_global(store):
+    await store.add_block_term(1, "dragon*", "admin")
+    await store.add_block_term(None, "gore", "owner")
+    await store.add_block_term(2, "cats", "admin")
+    assert [e.term for e in await store.list_block_terms(1)] == ["dragon*", "gore"]
+    with pytest.raises(InvalidInput):
+        await store.add_block_term(1, "dragon*", "admin")
+    await store.remove_block_term(1, "dragon*")
+    with pytest.raises(NotFound):
+        await store.remove_block_term(1, "dragon*")
+    assert [e.term for e in await store.list_block_terms(1)] == ["gore"]
+
+
+async def test_audit_log_newest_first(store):
+    await store.add_audit(
+        actor="discord:1", action="ban", target="discord:2", reason="spam", guild_id=9
+    )
+    await store.add_audit(actor="system", action="refuse", detail={"category": "nsfw"}, guild_id=9)
+    await store.add_audit(actor="system", action="refuse", guild_id=8)
+    events = await store.list_audit(guild_id=9)
+    assert [e.action for e in events] == ["refuse", "ban"]
+    assert events[0].detail == {"category": "nsfw"} and events[1].reason == "spam"
+
+
+async def test_job_stats(store):
+    u = await store.get_or_create_user("local:j", "j")
+    job = await new_job(store, u, guild_id=4)
+    await store.mark_running(job.id)
+    await store.finish_job(job.id, JobState.DONE, images=images(4))
+    stats = await store.job_stats(datetime.now(UTC) - timedelta(days=1), guild_id=4)
+    assert stats["jobs"] == 1 and stats["images"] == 4 and len(stats["durations"]) == 1
+
+
+def test_png_files_carry_parameters_and_are_named_by_hash(files):
+    img = PILImage.new("RGB", (16, 16), (200, 10, 10))
+    rel, digest, data = files.save_png(img, "a fox\nSteps: 4, Seed: 7, Size: 16x16")
+    assert rel == f"images/{digest[:2]}/{digest}.png"
+    assert files.read(rel) == data
+    with PILImage.open(files.path(rel)) as back:
+        assert parse_parameters(back.text["parameters"])["Seed"] == "7"
+    again, digest2, _ = files.save_png(img, "a fox\nSteps: 4, Seed: 7, Size: 16x16")
+    assert (again, digest2) == (rel, digest)
+    assert files.delete(rel) and not files.delete(rel)
+    with pytest.raises(ValueError):
+        files.path("../../etc/passwd")
+
+
+async def test_easel_db_upgrade_creates_the_database(tmp_path):
+    db = tmp_path / "sub" / "easel.db"
+    engine = make_engine(f"sqlite+aiosqlite:///{db}")
+    await upgrade(engine)
+    await engine.dispose()
+    names = {
+        r[0]
+        for r in sqlite3.connect(db).execute("select name from sqlite_master where type='table'")
+    }
+    assert {"user", "guild", "job", "image", "blocklist_entry", "audit_event"} <= names

@@ -1,0 +1,323 @@
+"""The engine: one thread owns the pipeline (diffusers schedulers are not thread-safe).
+
+Requests enter a bounded fair queue; compatible ones run as one batched pipeline call; progress
+and previews go back to the asyncio loop with ``call_soon_threadsafe``; cancellation and stopping
+take effect at the next step boundary (``threading.Event``s, as InvokeAI's session processor).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import contextlib
+import gc
+import itertools
+import logging
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import torch
+from PIL import Image
+
+from engine.fairqueue import FairQueue
+from engine.loading import LoadedModel
+from engine.pipelines import Runner, StepAborted
+from engine.preview import latents_to_preview
+from engine.requests import (
+    EngineError,
+    EngineHealth,
+    EngineStopped,
+    GenerationError,
+    GenerationRequest,
+    GenerationResult,
+    JobCancelled,
+    ModelInfo,
+    Progress,
+    QueuedJob,
+)
+
+log = logging.getLogger(__name__)
+
+ProgressCallback = Callable[..., None]
+
+
+@dataclass(eq=False)
+class _Job:
+    ticket: int
+    request: GenerationRequest
+    future: concurrent.futures.Future[GenerationResult]
+    on_progress: ProgressCallback | None
+    loop: asyncio.AbstractEventLoop | None
+    cancelled: threading.Event = field(default_factory=threading.Event)
+
+
+class JobHandle:
+    """What :meth:`Engine.submit` returns: await it on the loop, or block on it from a thread."""
+
+    def __init__(self, engine: Engine, job: _Job, position: int) -> None:
+        self._engine = engine
+        self._job = job
+        self.position = position  # in the queue when submitted; 0 = next
+        self.job_id = job.request.job_id
+        self.ticket = job.ticket
+
+    async def wait(self) -> GenerationResult:
+        return await asyncio.wrap_future(self._job.future)
+
+    def result(self, timeout: float | None = None) -> GenerationResult:
+        return self._job.future.result(timeout)
+
+    def done(self) -> bool:
+        return self._job.future.done()
+
+    def cancel(self) -> bool:
+        return self._engine.cancel_ticket(self.ticket)
+
+
+def _is_out_of_memory(exc: BaseException) -> bool:
+    if isinstance(exc, torch.OutOfMemoryError):
+        return True
+    text = str(exc)
+    return isinstance(exc, RuntimeError) and (
+        "out of memory" in text.lower() or "can't allocate memory" in text
+    )
+
+
+class Engine:
+    def __init__(
+        self,
+        model: LoadedModel,
+        *,
+        queue_size: int = 100,
+        max_per_owner: int = 3,
+        batch_max_images: int = 8,
+        preview_interval: float = 1.0,
+    ) -> None:
+        self.model = model
+        self.batch_max_images = batch_max_images
+        self.preview_interval = preview_interval
+        self._runner = Runner(model)
+        self._queue: FairQueue[_Job] = FairQueue(max_items=queue_size, max_per_owner=max_per_owner)
+        self._cond = threading.Condition()
+        self._running: list[_Job] = []
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._tickets = itertools.count(1)
+        self._health = EngineHealth(alive=False, model=model.info, queued=0, running=0)
+
+    @property
+    def info(self) -> ModelInfo:
+        return self.model.info
+
+    # -- life cycle ----------------------------------------------------------------------------
+
+    def start(self) -> None:
+        if self._thread is not None:
+            return
+        self._thread = threading.Thread(target=self._loop, name="easel-engine", daemon=True)
+        self._thread.start()
+
+    def stop(self, timeout: float | None = 30.0) -> None:
+        """Stop the thread, mid-generation if need be; unfinished jobs fail with EngineStopped
+        (the service leaves them queued in the database, to resume at the next start)."""
+        self._stop.set()
+        with self._cond:
+            waiting = [job for _, job in self._queue.items()]
+            for job in waiting:
+                self._queue.remove(lambda j, job=job: j is job)
+            self._cond.notify_all()
+        for job in waiting:
+            _fail(job, EngineStopped("Easel is shutting down; the job will resume at restart."))
+        if self._thread is not None:
+            self._thread.join(timeout)
+
+    # -- submitting ----------------------------------------------------------------------------
+
+    def submit(
+        self,
+        request: GenerationRequest,
+        *,
+        on_progress: ProgressCallback | None = None,
+        loop: asyncio.AbstractEventLoop | None = None,
+    ) -> JobHandle:
+        """Queue ``request``. Raises QueueFull / OwnerQueueFull at once instead of waiting.
+
+        ``on_progress(Progress)`` is called on ``loop`` (thread-safely) when given, else on the
+        engine thread.
+        """
+        if self._stop.is_set():
+            raise EngineStopped("Easel is shutting down.")
+        job = _Job(next(self._tickets), request, concurrent.futures.Future(), on_progress, loop)
+        with self._cond:
+            position = self._queue.push(
+                request.owner, job, size=request.count, key=request.batch_key()
+            )
+            position += len(self._running) > 0
+            self._cond.notify()
+        return JobHandle(self, job, position)
+
+    def cancel_ticket(self, ticket: int) -> bool:
+        return self._cancel(lambda job: job.ticket == ticket)
+
+    def cancel(self, job_id: int) -> bool:
+        """Remove a queued job, or stop a running one at the next step. False if unknown."""
+        return self._cancel(lambda job: job.request.job_id == job_id)
+
+    def _cancel(self, match: Callable[[_Job], bool]) -> bool:
+        with self._cond:
+            queued = self._queue.remove(match)
+            running = next((j for j in self._running if match(j)), None)
+        if queued is not None:
+            _fail(queued, JobCancelled("Cancelled."))
+            return True
+        if running is not None and not running.cancelled.is_set():
+            running.cancelled.set()
+            _fail(running, JobCancelled("Cancelled."))
+            return True
+        return False
+
+    # -- looking -------------------------------------------------------------------------------
+
+    def snapshot(self) -> list[QueuedJob]:
+        with self._cond:
+            running = [
+                QueuedJob(j.request.job_id, j.request.owner, 0, j.request.count)
+                for j in self._running
+            ]
+            waiting = [
+                QueuedJob(j.request.job_id, j.request.owner, i + 1, j.request.count)
+                for i, j in enumerate(self._queue.order())
+            ]
+        return running + waiting
+
+    def position(self, job_id: int) -> int | None:
+        for entry in self.snapshot():
+            if entry.job_id == job_id:
+                return entry.position
+        return None
+
+    def health(self) -> EngineHealth:
+        with self._cond:
+            self._health.alive = self._thread is not None and self._thread.is_alive()
+            self._health.queued = len(self._queue)
+            self._health.running = len(self._running)
+            return EngineHealth(**vars(self._health))
+
+    # -- the thread ----------------------------------------------------------------------------
+
+    def _loop(self) -> None:
+        while not self._stop.is_set():
+            with self._cond:
+                while not len(self._queue) and not self._stop.is_set():
+                    self._cond.wait()
+                if self._stop.is_set():
+                    break
+                batch = self._queue.pop_batch(self.batch_max_images)
+                self._running = batch
+            try:
+                self._run(batch)
+            finally:
+                with self._cond:
+                    self._running = []
+        with self._cond:
+            self._health.alive = False
+
+    def _run(self, batch: list[_Job]) -> None:
+        try:
+            self._generate(batch)
+        except StepAborted:
+            reason = "stop" if self._stop.is_set() else "cancelled"
+            for job in batch:
+                _fail(job, EngineStopped("Easel stopped mid-job.") if reason == "stop" else None)
+        except Exception as exc:
+            if _is_out_of_memory(exc):
+                self._health.out_of_memory += 1
+                _free_memory()
+                if len(batch) > 1:
+                    log.warning(
+                        "Out of memory with %d jobs batched; running them one by one.", len(batch)
+                    )
+                    for job in batch:
+                        self._run([job])
+                    return
+                error = GenerationError(
+                    "Out of memory: try a smaller size, fewer images or fewer steps.",
+                    out_of_memory=True,
+                )
+            else:
+                log.exception("Generation failed")
+                error = GenerationError(f"Generation failed: {_short(exc)}")
+            self._health.jobs_failed += len(batch)
+            self._health.last_error = str(error)
+            for job in batch:
+                _fail(job, error)
+
+    def _generate(self, batch: list[_Job]) -> None:
+        live = [job for job in batch if not job.cancelled.is_set()]
+        if not live:
+            return
+        started = time.perf_counter()
+        last_preview = [started]
+        offsets = list(itertools.accumulate((j.request.count for j in live), initial=0))
+
+        def on_step(step: int, total: int, latents: torch.Tensor) -> None:
+            if self._stop.is_set() or all(j.cancelled.is_set() for j in live):
+                raise StepAborted
+            now = time.perf_counter()
+            want_preview = (
+                self.preview_interval > 0
+                and now - last_preview[0] >= self.preview_interval
+                and step < total
+            )
+            if want_preview:
+                last_preview[0] = now
+            for job, offset in zip(live, offsets, strict=False):
+                if job.on_progress is None or job.cancelled.is_set():
+                    continue
+                preview = None
+                if want_preview and job.request.previews:
+                    preview = latents_to_preview(latents[offset], self.model.family)
+                _notify(job, step, total, preview)
+
+        images, repro = self._runner.run([j.request for j in live], on_step)
+        seconds = time.perf_counter() - started
+        batch_images = sum(j.request.count for j in live)
+        for job, job_images in zip(live, images, strict=True):
+            if job.cancelled.is_set() or job.future.done():
+                continue
+            job.future.set_result(GenerationResult(tuple(job_images), repro, seconds, batch_images))
+            self._health.jobs_done += 1
+
+
+def _notify(job: _Job, step: int, total: int, preview: Image.Image | None) -> None:
+    progress = Progress(job.request.job_id, step, total, preview)
+    callback = job.on_progress
+    assert callback is not None
+    if job.loop is not None:
+        # A closed loop means nobody is listening any more.
+        with contextlib.suppress(RuntimeError):
+            job.loop.call_soon_threadsafe(callback, progress)
+    else:
+        try:
+            callback(progress)
+        except Exception:
+            log.exception("Progress callback failed")
+
+
+def _fail(job: _Job, error: EngineError | None) -> None:
+    if job.future.done():
+        return
+    job.future.set_exception(error or JobCancelled("Cancelled."))
+
+
+def _free_memory() -> None:
+    gc.collect()
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
+
+
+def _short(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    return text[:300]

@@ -1,13 +1,43 @@
-"""Wiring, in one place, at start-up: settings → database → store → engine → service → adapters."""
+"""Wiring, in one place, at start-up: settings → database → store → engine → service → adapters.
+
+Nothing here runs at import time; the CLI and the Discord bot call :func:`open_app`.
+"""
 
 from __future__ import annotations
 
+import asyncio
+import logging
+import os
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from typing import Any
+
+from bot.core.errors import ConfigError
+from bot.core.service import Service, ServiceConfig
 from bot.settings import Settings, load_settings
-from bot.store.db import current_revision, make_engine, upgrade
+from bot.store.db import current_revision, make_engine, make_sessionmaker, upgrade
+from bot.store.files import ImageFiles
+from bot.store.repos import Store
+
+log = logging.getLogger(__name__)
+
+# Libraries that talk too much at INFO (progress bars, deprecation chatter, weight loading).
+QUIET_LOGGERS = ("transformers", "diffusers", "accelerate", "urllib3", "httpx", "filelock")
 
 
 def settings(**overrides: object) -> Settings:
     return load_settings(**overrides)
+
+
+def configure_logging(level: str = "INFO") -> None:
+    logging.basicConfig(
+        level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s", force=True
+    )
+    for name in QUIET_LOGGERS:
+        logging.getLogger(name).setLevel(max(logging.WARNING, logging.getLevelName(level)))
+    # transformers warns at import time that torchvision is absent; it is not needed here.
+    os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
 
 
 async def upgrade_database(settings: Settings) -> str | None:
@@ -17,3 +47,65 @@ async def upgrade_database(settings: Settings) -> str | None:
         return await current_revision(engine)
     finally:
         await engine.dispose()
+
+
+@dataclass
+class App:
+    settings: Settings
+    store: Store
+    files: ImageFiles
+    engine: Any  # engine.worker.Engine
+    service: Service
+
+
+def service_config(settings: Settings) -> ServiceConfig:
+    return ServiceConfig(
+        limits=settings.limits,
+        defaults=settings.defaults,
+        daily_images_per_user=settings.daily_images_per_user,
+        max_queued_per_user=settings.max_queued_per_user,
+        cooldown_seconds=settings.cooldown_seconds,
+        max_upload_bytes=settings.max_upload_bytes,
+        max_upscale_pixels=settings.max_upscale_pixels,
+        attempts=settings.attempts,
+        admin_role_ids=tuple(settings.admin_role_ids),
+    )
+
+
+@asynccontextmanager
+async def open_app(settings: Settings) -> AsyncIterator[App]:
+    """The whole stack, ready; stopped and closed on exit."""
+    from engine.loading import ModelLoadError, load_model
+    from engine.worker import Engine
+
+    db = make_engine(settings.db_url)
+    engine = None
+    try:
+        await upgrade(db)
+        store = Store(make_sessionmaker(db))
+        files = ImageFiles(settings.data_dir)
+        try:
+            model = await asyncio.to_thread(
+                load_model,
+                settings.model,
+                data_dir=settings.data_dir,
+                device=settings.device,
+                dtype=settings.dtype,
+                compile_unet=settings.compile,
+            )
+        except ModelLoadError as exc:
+            raise ConfigError(f"Setting EASEL_MODEL: {exc}") from None
+        engine = Engine(
+            model,
+            queue_size=settings.queue_size,
+            max_per_owner=settings.max_queued_per_user,
+            batch_max_images=settings.batch_max_images,
+            preview_interval=settings.preview_interval,
+        )
+        engine.start()
+        service = Service(store, files, engine, service_config(settings))
+        yield App(settings, store, files, engine, service)
+    finally:
+        if engine is not None:
+            await asyncio.to_thread(engine.stop)
+        await db.dispose()

@@ -1,43 +1,281 @@
-"""The ``easel`` command: the offline front end on the same service and database."""
+"""The ``easel`` command: the offline front end on the same service and database as the bot.
+
+Exit status: 0 success, 2 invalid input, 3 refused (quota, queue, ban, policy), 1 internal failure.
+"""
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import getpass
+import logging
+import mimetypes
 import sys
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import TextIO
 
 from bot.core.errors import ConfigError, EaselError, InvalidInput, Refused
+from bot.core.imaging import compose_grid
+from bot.core.service import Actor, Outcome, Service, Submission, Upload
+from engine.requests import Progress
 
 EXIT_OK, EXIT_INTERNAL, EXIT_INVALID, EXIT_REFUSED = 0, 1, 2, 3
+log = logging.getLogger("easel")
+
+
+class ProgressBar:
+    """A one-line bar on a terminal; nothing when output is piped."""
+
+    def __init__(self, stream: TextIO = sys.stderr) -> None:
+        self.stream = stream
+        self.enabled = stream.isatty()
+
+    def __call__(self, progress: Progress) -> None:
+        if not self.enabled or progress.total <= 0:
+            return
+        width = 30
+        done = int(width * progress.step / progress.total)
+        bar = "█" * done + "·" * (width - done)
+        self.stream.write(f"\r  {bar} {progress.step}/{progress.total} steps")
+        self.stream.flush()
+
+    def close(self) -> None:
+        if self.enabled:
+            self.stream.write("\r" + " " * 60 + "\r")
+            self.stream.flush()
+
+
+def _actor(args: argparse.Namespace) -> Actor:
+    name = args.user or getpass.getuser() or "local"
+    # The operator at the keyboard administers their own installation.
+    return Actor(key=f"local:{name}", name=name, is_admin=True)
+
+
+async def _run_job(
+    service: Service, submit: Callable[..., Awaitable[Submission]], args: argparse.Namespace
+) -> int:
+    bar = ProgressBar()
+    submission = await submit(on_progress=bar)
+    job = submission.job
+    if submission.position:
+        print(f"Job #{job.id} queued at position {submission.position}.", file=sys.stderr)
+    try:
+        outcome = await service.finish(submission)
+    except (KeyboardInterrupt, asyncio.CancelledError):
+        bar.close()
+        await service.cancel(_actor(args), job.id)
+        print(f"Cancelled job #{job.id}.", file=sys.stderr)
+        return 130
+    finally:
+        bar.close()
+    _write_outcome(service, outcome, Path(args.out))
+    return EXIT_OK
+
+
+def _write_outcome(service: Service, outcome: Outcome, out: Path) -> None:
+    job = outcome.job
+    out.mkdir(parents=True, exist_ok=True)
+    written = []
+    for image in outcome.images:
+        if image.withheld:
+            print(f"  image {image.index + 1}: withheld by the image check", file=sys.stderr)
+            continue
+        path = out / f"job{job.id}_{image.index + 1}.png"
+        path.write_bytes(service.image_bytes(image))
+        written.append(path)
+    visible = [i for i in outcome.images if not i.withheld]
+    if len(visible) > 1:
+        grid = out / f"job{job.id}_grid.png"
+        compose_grid([service.open_image(i) for i in visible]).save(grid)
+        written.insert(0, grid)
+    seeds = ", ".join(str(i.seed) for i in outcome.images)
+    print(f"Job #{job.id} ({job.kind}): {job.spec.width}×{job.spec.height}, seeds {seeds}")
+    for path in written:
+        print(f"  {path}")
+    print(f"Remake: {service.remake_command(job)}")
+
+
+def _read_upload(path: str) -> Upload:
+    file = Path(path)
+    try:
+        data = file.read_bytes()
+    except OSError as exc:
+        raise InvalidInput(f"Cannot read the start image {path}: {exc.strerror}.") from None
+    content_type, _ = mimetypes.guess_type(file.name)
+    return Upload(data=data, content_type=content_type)
+
+
+# -- commands ------------------------------------------------------------------------------------
+
+
+async def cmd_imagine(service: Service, args: argparse.Namespace) -> int:
+    upload = _read_upload(args.image) if args.image else None
+    actor = _actor(args)
+    return await _run_job(
+        service,
+        lambda on_progress: service.imagine(
+            actor, args.prompt, upload=upload, on_progress=on_progress
+        ),
+        args,
+    )
+
+
+async def cmd_upscale(service: Service, args: argparse.Namespace) -> int:
+    actor = _actor(args)
+    return await _run_job(
+        service,
+        lambda on_progress: service.upscale(
+            actor, args.job, _index(args.n), on_progress=on_progress
+        ),
+        args,
+    )
+
+
+async def cmd_vary(service: Service, args: argparse.Namespace) -> int:
+    actor = _actor(args)
+    return await _run_job(
+        service,
+        lambda on_progress: service.vary(
+            actor,
+            args.job,
+            _index(args.n),
+            strong=args.strong,
+            prompt=args.prompt,
+            on_progress=on_progress,
+        ),
+        args,
+    )
+
+
+async def cmd_reroll(service: Service, args: argparse.Namespace) -> int:
+    actor = _actor(args)
+    return await _run_job(
+        service, lambda on_progress: service.reroll(actor, args.job, on_progress=on_progress), args
+    )
+
+
+async def cmd_history(service: Service, args: argparse.Namespace) -> int:
+    jobs, total = await service.history(
+        _actor(args), search=args.search, page=0, per_page=args.limit
+    )
+    for job in jobs:
+        print(
+            f"#{job.id:<5} {job.created_at:%Y-%m-%d %H:%M}  {job.kind:<9} {job.state:<9} "
+            f"{service.remake_command(job)}"
+        )
+    print(f"{len(jobs)} of {total} jobs.", file=sys.stderr)
+    return EXIT_OK
+
+
+async def cmd_show(service: Service, args: argparse.Namespace) -> int:
+    job, images = await service.job(args.job)
+    print(f"Job #{job.id}: {job.kind}, {job.state}" + (f" ({job.error})" if job.error else ""))
+    print(f"  prompt:   {job.spec.prompt}")
+    if job.spec.negative:
+        print(f"  negative: {job.spec.negative}")
+    print(
+        f"  size {job.spec.width}×{job.spec.height}, steps {job.spec.steps}, "
+        f"cfg {job.spec.guidance:g}, sampler {job.spec.sampler}, seed {job.spec.seed}"
+    )
+    if job.repro:
+        print(
+            f"  model {job.repro.get('model')} [{job.repro.get('model_identity')}], "
+            f"{job.repro.get('scheduler')}, {job.repro.get('dtype')} on "
+            f"{job.repro.get('device')}, torch {job.repro.get('torch')}, "
+            f"diffusers {job.repro.get('diffusers')}"
+        )
+    print(f"Remake: {service.remake_command(job)}")
+    if images and args.out:
+        _write_outcome(service, Outcome(job, images), Path(args.out))
+    return EXIT_OK
+
+
+async def cmd_cancel(service: Service, args: argparse.Namespace) -> int:
+    job = await service.cancel(_actor(args), args.job)
+    print(f"Job #{job.id} is {job.state}.")
+    return EXIT_OK
+
+
+def _index(n: int) -> int:
+    if not 1 <= n <= 4:
+        raise InvalidInput(f"Image numbers go from 1 to 4, not {n}.")
+    return n - 1
+
+
+# -- plumbing ------------------------------------------------------------------------------------
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="easel", description=__doc__)
+    parser = argparse.ArgumentParser(
+        prog="easel", description="Easel: self-hosted image generation, offline front end."
+    )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    def job_command(name: str, help: str, *, image_index: bool = False) -> argparse.ArgumentParser:
+        p = sub.add_parser(name, help=help)
+        p.add_argument("job", type=int, help="job id")
+        if image_index:
+            p.add_argument("n", type=int, help="image number, 1 to 4")
+        p.add_argument("--out", default="out", help="folder for the images (default: out)")
+        p.add_argument("--user", help="who the job is for (default: your login name)")
+        return p
+
+    p = sub.add_parser("imagine", help="make a grid from a prompt")
+    p.add_argument("prompt", help='prompt with parameters, e.g. "a fox --ar 3:2 --seed 7"')
+    p.add_argument("--out", default="out", help="folder for the images (default: out)")
+    p.add_argument("--user", help="who the job is for (default: your login name)")
+    p.add_argument("--image", help="a start image (PNG, JPEG or WebP)")
+    job_command("upscale", "image N of a job at twice the size", image_index=True)
+    p = job_command("vary", "four variations of image N of a job", image_index=True)
+    p.add_argument("--strong", action="store_true", help="vary strongly (default: subtly)")
+    p.add_argument("--prompt", help="remix: a new prompt for the variations")
+    job_command("reroll", "the same prompt with a new seed")
+    p = sub.add_parser("history", help="recent jobs")
+    p.add_argument("--user", help="whose jobs (default: yours)")
+    p.add_argument("--search", help="only prompts containing this text")
+    p.add_argument("--limit", type=int, default=20)
+    p = sub.add_parser("show", help="a job's parameters (and its images with --out)")
+    p.add_argument("job", type=int)
+    p.add_argument("--out", help="write the job's images to this folder")
+    p = sub.add_parser("cancel", help="cancel a queued or running job")
+    p.add_argument("job", type=int)
+    p.add_argument("--user")
     db = sub.add_parser("db", help="database maintenance")
     db_sub = db.add_subparsers(dest="db_command", required=True, metavar="ACTION")
     db_sub.add_parser("upgrade", help="create the database or apply new migrations")
     return parser
 
 
-async def _db_upgrade(args: argparse.Namespace) -> int:
+SERVICE_COMMANDS: dict[str, Callable[[Service, argparse.Namespace], Awaitable[int]]] = {
+    "imagine": cmd_imagine,
+    "upscale": cmd_upscale,
+    "vary": cmd_vary,
+    "reroll": cmd_reroll,
+    "history": cmd_history,
+    "show": cmd_show,
+    "cancel": cmd_cancel,
+}
+
+
+async def _dispatch(args: argparse.Namespace) -> int:
     from bot import app
 
     settings = app.settings()
-    revision = await app.upgrade_database(settings)
-    print(f"Database at {settings.db_url} is at revision {revision}.")
-    return EXIT_OK
+    app.configure_logging("WARNING" if settings.log_level == "INFO" else settings.log_level)
+    if args.command == "db":
+        revision = await app.upgrade_database(settings)
+        print(f"Database at {settings.db_url} is at revision {revision}.")
+        return EXIT_OK
+    async with app.open_app(settings) as running:
+        return await SERVICE_COMMANDS[args.command](running.service, args)
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    handler = {"db": _db_upgrade}[args.command]
     try:
-        return asyncio.run(handler(args))
-    except ConfigError as exc:
-        print(f"easel: {exc}", file=sys.stderr)
-        return EXIT_INVALID
-    except InvalidInput as exc:
+        return asyncio.run(_dispatch(args))
+    except (ConfigError, InvalidInput) as exc:
         print(f"easel: {exc}", file=sys.stderr)
         return EXIT_INVALID
     except Refused as exc:
@@ -48,3 +286,7 @@ def main(argv: list[str] | None = None) -> int:
         return EXIT_INTERNAL
     except KeyboardInterrupt:
         return 130
+    except Exception as exc:  # the last line of defence: one line, no traceback
+        log.debug("internal failure", exc_info=True)
+        print(f"easel: internal error: {type(exc).__name__}: {exc}", file=sys.stderr)
+        return EXIT_INTERNAL

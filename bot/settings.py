@@ -48,6 +48,7 @@ class Settings(BaseSettings):
     # Limits.
     max_steps: int = Field(default=50, ge=1, le=500)
     max_pixels: int = Field(default=1024 * 1024, ge=64 * 64)
+    max_upscale_pixels: int = Field(default=2048 * 2048, ge=64 * 64)
     max_prompt_length: int = Field(default=1000, ge=10, le=6000)
     queue_size: int = Field(default=100, ge=1)
     max_queued_per_user: int = Field(default=3, ge=1)

@@ -1,11 +1,13 @@
-"""A bounded fair queue: round-robin across owners, first-in-first-out within an owner.
+"""A bounded fair queue: the owner served least recently goes first (round-robin across owners),
+first-in-first-out within an owner.
 
 Not thread-safe by itself; the worker guards it with its condition variable.
 """
 
 from __future__ import annotations
 
-from collections import OrderedDict, deque
+import itertools
+from collections import deque
 from collections.abc import Callable, Hashable
 from dataclasses import dataclass
 from typing import Generic, TypeVar
@@ -27,12 +29,20 @@ class FairQueue(Generic[T]):
     def __init__(self, *, max_items: int, max_per_owner: int) -> None:
         self.max_items = max_items
         self.max_per_owner = max_per_owner
-        # Owners in turn order; the first one is served next.
-        self._owners: OrderedDict[str, deque[_Entry[T]]] = OrderedDict()
+        self._queues: dict[str, deque[_Entry[T]]] = {}
+        # When each owner was last served. Kept after their queue empties, so someone who
+        # sends job after job does not jump ahead of people who have been waiting.
+        self._served: dict[str, int] = {}
+        self._arrived: dict[str, int] = {}
+        self._clock = itertools.count()
         self._len = 0
 
     def __len__(self) -> int:
         return self._len
+
+    def _turns(self) -> list[str]:
+        """Owners with waiting items, next to be served first."""
+        return sorted(self._queues, key=lambda o: (self._served.get(o, -1), self._arrived[o]))
 
     def push(self, owner: str, item: T, *, size: int = 1, key: Hashable = None) -> int:
         """Add ``item``; return its position (0 = next). Raises when full."""
@@ -40,14 +50,15 @@ class FairQueue(Generic[T]):
             raise QueueFull(
                 f"The queue is full ({self.max_items} jobs waiting). Try again in a few minutes."
             )
-        mine = self._owners.get(owner)
+        mine = self._queues.get(owner)
         if mine is not None and len(mine) >= self.max_per_owner:
             raise OwnerQueueFull(
                 f"You already have {len(mine)} jobs waiting (the limit is "
                 f"{self.max_per_owner}). Wait for one to finish or cancel one."
             )
         if mine is None:
-            mine = self._owners[owner] = deque()
+            mine = self._queues[owner] = deque()
+            self._arrived[owner] = next(self._clock)
         mine.append(_Entry(owner, item, size, key))
         self._len += 1
         return self.position(item)
@@ -55,17 +66,18 @@ class FairQueue(Generic[T]):
     def pop_batch(self, max_size: int) -> list[T]:
         """Take the next owner's first item, plus compatible items (same key) from the heads of
         the owners' queues, one per owner per round in turn order, while they fit in
-        ``max_size``. Owners served move to the back of the turn order."""
-        if not self._owners:
+        ``max_size`` images."""
+        turns = self._turns()
+        if not turns:
             return []
-        key = next(iter(self._owners.values()))[0].key
+        key = self._queues[turns[0]][0].key
         batch: list[T] = []
         total = 0
-        served: list[str] = []
         progressed = True
         while progressed and (not batch or total < max_size):
             progressed = False
-            for owner, entries in self._owners.items():
+            for owner in turns:
+                entries = self._queues.get(owner)
                 if not entries or entries[0].key != key:
                     continue
                 if batch and total + entries[0].size > max_size:
@@ -75,48 +87,42 @@ class FairQueue(Generic[T]):
                 total += entry.size
                 self._len -= 1
                 progressed = True
-                if owner not in served:
-                    served.append(owner)
-        for owner in served:
-            if self._owners[owner]:
-                self._owners.move_to_end(owner)
-            else:
-                del self._owners[owner]
+                self._served[owner] = next(self._clock)
+        for owner in turns:
+            if not self._queues[owner]:
+                del self._queues[owner]
+                del self._arrived[owner]
         return batch
 
     def remove(self, predicate: Callable[[T], bool]) -> T | None:
-        for owner, entries in self._owners.items():
+        for owner, entries in self._queues.items():
             for entry in entries:
                 if predicate(entry.item):
                     entries.remove(entry)
                     self._len -= 1
                     if not entries:
-                        del self._owners[owner]
+                        del self._queues[owner]
+                        del self._arrived[owner]
                     return entry.item
         return None
 
     def position(self, item: T) -> int:
-        """0 for the next item to run. Round-robin order: each owner's k-th item comes after
-        every owner's (k-1)-th."""
+        """0 for the next item to run, counting one item per owner per round."""
         for pos, candidate in enumerate(self.order()):
             if candidate is item:
                 return pos
         raise KeyError("not queued")
 
     def order(self) -> list[T]:
-        """Items in the order they will be served (ignoring batching)."""
-        queues = [list(q) for q in self._owners.values()]
+        """Items in the order they will be served (batching aside)."""
+        queues = [list(self._queues[o]) for o in self._turns()]
         out: list[T] = []
-        depth = 0
-        while True:
+        for depth in itertools.count():
             layer = [q[depth].item for q in queues if depth < len(q)]
             if not layer:
                 return out
             out.extend(layer)
-            depth += 1
-
-    def owners_count(self, owner: str) -> int:
-        return len(self._owners.get(owner, ()))
+        return out
 
     def items(self) -> list[tuple[str, T]]:
-        return [(e.owner, e.item) for q in self._owners.values() for e in q]
+        return [(e.owner, e.item) for q in self._queues.values() for e in q]

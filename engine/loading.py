@@ -152,6 +152,7 @@ def load_model(
     compile_unet: bool = False,
 ) -> LoadedModel:
     """Load ``name`` and prepare it for batch-invariant, shared-weight generation."""
+    diffusers.utils.logging.disable_progress_bar()  # a server's log is no terminal
     torch_device = pick_device(device)
     torch_dtype = pick_dtype(dtype, torch_device)
     kwargs: dict[str, Any] = {"dtype": torch_dtype}

@@ -21,7 +21,6 @@ from engine.loading import LoadedModel
 from engine.requests import GenerationRequest, Operation
 from engine.samplers import make_scheduler
 
-UPSCALE_STRENGTH = 0.3  # the usual "hires fix" denoising strength: keeps composition, adds detail
 EMBED_CACHE_SIZE = 64
 
 StepCallback = Callable[[int, int, torch.Tensor], None]
@@ -132,7 +131,7 @@ class Runner:
             pipe = model.img2img
             size = (first.width, first.height)
             kwargs["image"] = [_prepare(r.init_image(i), size) for r, i in items]
-            kwargs["strength"] = first.strength or UPSCALE_STRENGTH
+            kwargs["strength"] = first.strength
 
         scheduler = make_scheduler(first.sampler, model.scheduler_config)
         pipe.scheduler = scheduler

@@ -43,6 +43,34 @@ class GenerationRequest:
     def init_image(self, index: int) -> Image.Image:
         return self.init_images[index if len(self.init_images) > 1 else 0]
 
+    def denoising_steps(self) -> int:
+        """Steps the sampler actually runs: image-to-image skips the first (1 - strength)."""
+        if self.operation is Operation.TXT2IMG:
+            return self.steps
+        return int(self.steps * (self.strength or 0.0))
+
+    def problem(self) -> str | None:
+        """Why this request cannot run, in words for users; None when it can."""
+        if not self.seeds:
+            return "No images requested."
+        if self.width % 8 or self.height % 8 or self.width < 8 or self.height < 8:
+            return f"Width and height must be multiples of 8, not {self.width}×{self.height}."
+        if self.steps < 1:
+            return "At least one step is needed."
+        if self.operation is not Operation.TXT2IMG:
+            if not self.init_images:
+                return "Image-to-image needs a start image."
+            if self.strength is None or not 0 < self.strength <= 1:
+                return "Image-to-image needs a strength above 0 up to 1."
+            if len(self.init_images) not in (1, self.count):
+                return "Give one start image, or one per seed."
+            if self.denoising_steps() < 1:
+                return (
+                    f"Strength {self.strength} with {self.steps} steps leaves no step to run; "
+                    "raise --steps or --strength."
+                )
+        return None
+
     def batch_key(self) -> tuple[Any, ...]:
         """Requests with equal keys can share one pipeline call."""
         return (

@@ -149,6 +149,9 @@ class Engine:
         """
         if self._stop.is_set():
             raise EngineStopped("Easel is shutting down.")
+        problem = request.problem()
+        if problem is not None:
+            raise GenerationError(problem)
         job = _Job(next(self._tickets), request, concurrent.futures.Future(), on_progress, loop)
         with self._cond:
             position = self._queue.push(
@@ -281,6 +284,9 @@ class Engine:
                     preview = latents_to_preview(latents[offset], self.model.family)
                 _notify(job, step, total, preview)
 
+        for job in live:  # step 0: the job has started
+            if job.on_progress is not None:
+                _notify(job, 0, job.request.denoising_steps(), None)
         images, repro = self._runner.run([j.request for j in live], on_step)
         seconds = time.perf_counter() - started
         batch_images = sum(j.request.count for j in live)

@@ -37,3 +37,16 @@ async def store(db_engine):
 @pytest.fixture
 def files(tmp_path):
     return ImageFiles(tmp_path / "data")
+
+
+@pytest.fixture(scope="session")
+def model_dir(tmp_path_factory):
+    """One data directory per test session holding the tiny model (built once, ~3 s)."""
+    return tmp_path_factory.mktemp("models")
+
+
+@pytest.fixture(scope="session")
+def tiny_model(model_dir):
+    from engine.loading import load_model
+
+    return load_model("tiny", data_dir=model_dir)

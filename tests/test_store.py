@@ -13,9 +13,16 @@ from PIL import Image as PILImage
 from bot.core.errors import InvalidInput, NotFound
 from bot.core.grammar import parse_prompt, resolve
 from bot.core.metadata import parse_parameters
-from bot.core.models import GuildSettings, JobKind, JobState, NewJob, NsfwRule, UserSettings
+from bot.core.models import (
+    GuildSettings,
+    JobKind,
+    JobState,
+    NewImage,
+    NewJob,
+    NsfwRule,
+    UserSettings,
+)
 from bot.store.db import current_revision, downgrade, make_engine, upgrade
-from bot.store.repos import NewImage
 from bot.store.tables import Base
 
 

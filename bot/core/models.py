@@ -158,6 +158,19 @@ class NewJob:
 
 
 @dataclass(frozen=True)
+class NewImage:
+    """An image file just written, for the store to record with its job."""
+
+    index: int
+    seed: int
+    width: int
+    height: int
+    path: str
+    sha256: str
+    withheld: bool = False
+
+
+@dataclass(frozen=True)
 class Job:
     id: int
     user_id: int

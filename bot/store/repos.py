@@ -6,7 +6,6 @@ Rows never leave this module; callers get the frozen records of :mod:`bot.core.m
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
@@ -24,6 +23,7 @@ from bot.core.models import (
     Job,
     JobKind,
     JobState,
+    NewImage,
     NewJob,
     User,
     UserSettings,
@@ -39,17 +39,6 @@ from bot.store.tables import (
 )
 
 UNFINISHED = (JobState.QUEUED.value, JobState.RUNNING.value)
-
-
-@dataclass(frozen=True)
-class NewImage:
-    index: int
-    seed: int
-    width: int
-    height: int
-    path: str
-    sha256: str
-    withheld: bool = False
 
 
 def _user(row: UserRow) -> User:

@@ -211,7 +211,6 @@ def test_png_parameters_round_trip():
         model="hub/model:rev",
         strength=0.35,
         tile=True,
-        job_id=3,
     )
     back = parse_parameters(text)
     assert back["prompt"] == "a fox, at dusk" and back["negative"] == "people"

@@ -695,7 +695,6 @@ class Service:
                 model=job.model,
                 strength=job.spec.strength,
                 tile=job.spec.tile,
-                job_id=job.id,
             )
             flagged = await self._flagged(image)
             withheld += flagged
@@ -751,10 +750,9 @@ class Service:
                 )
         if job.state.finished:
             raise InvalidInput(f"Job #{job.id} has already {job.state}.")
-        if not self.engine.cancel(job.id):
-            # Not in this engine (e.g. left queued by a crash): just close the row.
-            return await self.store.finish_job(job.id, JobState.CANCELLED)
-        return await self.store.get_job(job.id)
+        # Not in this engine (left queued by a crash, say), the row is all there is to close.
+        self.engine.cancel(job.id)
+        return await self.store.finish_job(job.id, JobState.CANCELLED)
 
     async def resume(self, on_progress: ProgressHandler | None = None) -> list[Submission]:
         """At start-up: put jobs left queued or running back in the engine, or give up on those

@@ -241,6 +241,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("cancel", help="cancel a queued or running job")
     p.add_argument("job", type=int)
     p.add_argument("--user")
+    p = sub.add_parser("bench", help="engine benchmarks on the tiny model (table + JSON)")
+    p.add_argument("--out", default="benchmarks/results/engine.json")
     db = sub.add_parser("db", help="database maintenance")
     db_sub = db.add_subparsers(dest="db_command", required=True, metavar="ACTION")
     db_sub.add_parser("upgrade", help="create the database or apply new migrations")
@@ -263,6 +265,10 @@ async def _dispatch(args: argparse.Namespace) -> int:
 
     settings = app.settings()
     app.configure_logging("WARNING" if settings.log_level == "INFO" else settings.log_level)
+    if args.command == "bench":
+        from benchmarks.engine_bench import main as bench
+
+        return await asyncio.to_thread(bench, ["--out", args.out])
     if args.command == "db":
         revision = await app.upgrade_database(settings)
         print(f"Database at {settings.db_url} is at revision {revision}.")

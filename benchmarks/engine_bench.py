@@ -1,0 +1,310 @@
+"""Engine benchmarks on the tiny model (CPU): prints a table and writes JSON.
+
+    python -m benchmarks.engine_bench [--out benchmarks/results/engine.json]   (or: easel bench)
+
+1. overhead: N jobs through the service and engine vs the same N pipeline calls made directly.
+2. loop lag: an asyncio ticker's lateness while the engine generates (the Discord bot's loop).
+3. batching: 8 compatible queued jobs with batching on vs off.
+4. memory: peak RSS with text-to-image, image-to-image and upscale all used vs text-to-image
+   alone (separate processes), and the parameter bytes each pipeline set holds.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import platform
+import resource
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+
+SIZE = 128
+STEPS = 12
+JOBS = 8
+
+
+def _service(data_dir: Path, model: Any, **engine_kw: Any):
+    from bot.core.grammar import Defaults, Limits
+    from bot.core.service import Service, ServiceConfig
+    from bot.store.db import make_engine, make_sessionmaker, upgrade
+    from bot.store.files import ImageFiles
+    from bot.store.repos import Store
+    from engine.worker import Engine
+
+    async def build():
+        db = make_engine(f"sqlite+aiosqlite:///{data_dir / 'bench.db'}")
+        await upgrade(db)
+        engine = Engine(
+            model, preview_interval=1.0, queue_size=1000, max_per_owner=1000, **engine_kw
+        )
+        engine.start()
+        config = ServiceConfig(
+            limits=Limits(),
+            defaults=Defaults(steps=STEPS),
+            daily_images_per_user=10**9,
+            max_queued_per_user=10**6,
+        )
+        return (
+            db,
+            engine,
+            Service(Store(make_sessionmaker(db)), ImageFiles(data_dir), engine, config),
+        )
+
+    return build()
+
+
+def _prompt(i: int) -> str:
+    return f"a lighthouse at dusk number {i} --seed {1000 + i} --ar 1:1 --count 4"
+
+
+async def bench_overhead(model: Any, data_dir: Path) -> dict[str, Any]:
+    """Same N grids: through Easel (parse, policy, quota, rows, engine, PNG files) vs bare
+    diffusers calls with the same arguments."""
+    import torch
+
+    from bot.core.service import Actor
+
+    db, engine, service = await _service(data_dir, model, batch_max_images=0)
+    actor = Actor(key="local:bench", name="bench")
+    pipe = model.txt2img
+    from engine.samplers import make_scheduler
+
+    def direct(i: int) -> None:
+        pipe.scheduler = make_scheduler("euler_a", model.scheduler_config)
+        gens = [torch.Generator("cpu").manual_seed(1000 + i + k) for k in range(4)]
+        pipe(
+            prompt=[f"a lighthouse at dusk number {i}"] * 4,
+            width=SIZE,
+            height=SIZE,
+            num_inference_steps=STEPS,
+            guidance_scale=7.0,
+            generator=gens,
+            output_type="pil",
+        )
+
+    # Warm both paths once.
+    await service.finish(await service.imagine(actor, _prompt(99)))
+    await asyncio.to_thread(direct, 99)
+    easel_times, direct_times = [], []
+    for i in range(JOBS):  # interleaved, so drift in machine speed hits both alike
+        t0 = time.perf_counter()
+        await service.finish(await service.imagine(actor, _prompt(i)))
+        easel_times.append(time.perf_counter() - t0)
+        t0 = time.perf_counter()
+        await asyncio.to_thread(direct, i)
+        direct_times.append(time.perf_counter() - t0)
+    engine.stop()
+    await db.dispose()
+    easel, bare = sum(easel_times), sum(direct_times)
+    return {
+        "jobs": JOBS,
+        "easel_s": easel,
+        "direct_s": bare,
+        "ratio": easel / bare,
+        "target_ratio": 1.05,
+    }
+
+
+async def bench_loop_lag(model: Any, data_dir: Path) -> dict[str, Any]:
+    from bot.core.service import Actor
+
+    db, engine, service = await _service(data_dir, model, batch_max_images=8)
+    actor = Actor(key="local:lag", name="lag")
+    lags: list[float] = []
+    stop = asyncio.Event()
+    interval = 0.005
+
+    async def ticker() -> None:
+        while not stop.is_set():
+            t0 = time.perf_counter()
+            await asyncio.sleep(interval)
+            lags.append(time.perf_counter() - t0 - interval)
+
+    tick = asyncio.create_task(ticker())
+    submissions = [await service.imagine(actor, _prompt(i)) for i in range(JOBS)]
+    for s in submissions:
+        await service.finish(s)
+    stop.set()
+    await tick
+    engine.stop()
+    await db.dispose()
+    lags.sort()
+    ms = [x * 1000 for x in lags]
+    return {
+        "samples": len(ms),
+        "p50_ms": statistics.median(ms),
+        "p99_ms": ms[int(len(ms) * 0.99) - 1],
+        "max_ms": ms[-1],
+        "target_p99_ms": 20,
+    }
+
+
+def bench_batching(model: Any) -> dict[str, Any]:
+    from engine.requests import GenerationRequest, Operation
+    from engine.worker import Engine
+
+    def run(batch_max: int) -> float:
+        engine = Engine(model, preview_interval=0, batch_max_images=batch_max, max_per_owner=100)
+        handles = [
+            engine.submit(
+                GenerationRequest(
+                    Operation.TXT2IMG,
+                    f"prompt {i}",
+                    "",
+                    SIZE,
+                    SIZE,
+                    STEPS,
+                    7.0,
+                    "euler_a",
+                    (i,),
+                    owner=f"u{i}",
+                )
+            )
+            for i in range(8)
+        ]
+        t0 = time.perf_counter()
+        engine.start()
+        for h in handles:
+            h.result(600)
+        elapsed = time.perf_counter() - t0
+        engine.stop()
+        return elapsed
+
+    run(8)  # warm-up
+    off = min(run(0) for _ in range(2))
+    on = min(run(8) for _ in range(2))
+    return {
+        "jobs": 8,
+        "off_s": off,
+        "on_s": on,
+        "off_images_per_s": 8 / off,
+        "on_images_per_s": 8 / on,
+        "speedup": off / on,
+    }
+
+
+MEMORY_CHILD = r"""
+import json, resource, sys, os
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+from pathlib import Path
+from engine.loading import load_model
+from engine.worker import Engine
+from engine.requests import GenerationRequest, Operation
+model = load_model("tiny", data_dir=Path(sys.argv[1]))
+engine = Engine(model, preview_interval=0); engine.start()
+req = lambda op, **kw: GenerationRequest(op, "a fox", "", %(size)d, %(size)d, %(steps)d, 7.0,
+                                         "euler_a", (1, 2, 3, 4), **kw)
+img = engine.submit(req(Operation.TXT2IMG)).result(600).images[0]
+if sys.argv[2] == "all":
+    engine.submit(req(Operation.IMG2IMG, strength=0.6, init_images=(img,))).result(600)
+    engine.submit(GenerationRequest(Operation.UPSCALE, "a fox", "", %(up)d, %(up)d, %(steps)d,
+                  7.0, "euler_a", (1,), strength=0.3, init_images=(img,))).result(600)
+engine.stop()
+params = {id(p): p.numel() * p.element_size() for pipe in (model.txt2img, model.img2img)
+          for c in pipe.components.values() if hasattr(c, "parameters") for p in c.parameters()}
+print(json.dumps({"peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+                  "param_bytes": sum(params.values())}))
+""" % {"size": SIZE, "steps": STEPS, "up": SIZE * 2}
+
+
+def bench_memory(data_dir: Path) -> dict[str, Any]:
+    def child(mode: str) -> dict[str, float]:
+        out = subprocess.run(
+            [sys.executable, "-c", MEMORY_CHILD, str(data_dir), mode],
+            capture_output=True,
+            text=True,
+            check=True,
+        )
+        return json.loads(out.stdout.strip().splitlines()[-1])
+
+    alone, all_three = child("txt2img"), child("all")
+    return {
+        "txt2img_peak_rss_mib": alone["peak_rss_mib"],
+        "all_peak_rss_mib": all_three["peak_rss_mib"],
+        "ratio": all_three["peak_rss_mib"] / alone["peak_rss_mib"],
+        "param_bytes_txt2img": alone["param_bytes"],
+        "param_bytes_all": all_three["param_bytes"],
+        "target_ratio": 1.10,
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--out", default="benchmarks/results/engine.json")
+    args = parser.parse_args(argv)
+
+    from engine.loading import load_model
+
+    with tempfile.TemporaryDirectory() as tmp:
+        data_dir = Path(tmp)
+        model = load_model("tiny", data_dir=data_dir)
+        results: dict[str, Any] = {
+            "machine": {
+                "python": platform.python_version(),
+                "cpus": os.cpu_count(),
+                "platform": platform.platform(),
+            },
+            "workload": {"model": "tiny", "size": SIZE, "steps": STEPS, "images_per_job": 4},
+        }
+        results["overhead"] = asyncio.run(bench_overhead(model, data_dir / "a"))
+        results["loop_lag"] = asyncio.run(bench_loop_lag(model, data_dir / "b"))
+        results["batching"] = bench_batching(model)
+        results["memory"] = bench_memory(data_dir)
+    results["self_peak_rss_mib"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+    o, lag, b, m = (results[k] for k in ("overhead", "loop_lag", "batching", "memory"))
+    rows = [
+        (
+            "engine overhead (Easel / direct)",
+            f"{o['easel_s']:.2f} s / {o['direct_s']:.2f} s",
+            f"{o['ratio']:.3f}",
+            "<= 1.05",
+        ),
+        (
+            "event-loop lag p50 / p99 / max",
+            f"{lag['p50_ms']:.1f} / {lag['p99_ms']:.1f} / {lag['max_ms']:.1f} ms",
+            f"{lag['p99_ms']:.1f} ms",
+            "p99 <= 20 ms",
+        ),
+        (
+            "batching 8 jobs (off / on)",
+            f"{b['off_s']:.2f} s / {b['on_s']:.2f} s",
+            f"{b['speedup']:.2f}x",
+            "> 1",
+        ),
+        (
+            "peak RSS (all three / txt2img)",
+            f"{m['all_peak_rss_mib']:.0f} / {m['txt2img_peak_rss_mib']:.0f} MiB",
+            f"{m['ratio']:.3f}",
+            "<= 1.10",
+        ),
+        (
+            "parameter bytes (all three / txt2img)",
+            f"{m['param_bytes_all']} / {m['param_bytes_txt2img']}",
+            f"{m['param_bytes_all'] / m['param_bytes_txt2img']:.3f}",
+            "1.000",
+        ),
+    ]
+    width = max(len(r[0]) for r in rows)
+    print(f"{'benchmark':<{width}}  {'measured':<28} {'result':>10}  target")
+    for name, measured, result, target in rows:
+        print(f"{name:<{width}}  {measured:<28} {result:>10}  {target}")
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(results, indent=2))
+    print(f"\nwritten to {out}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -200,21 +200,24 @@ from pathlib import Path
 from engine.loading import load_model
 from engine.worker import Engine
 from engine.requests import GenerationRequest, Operation
-model = load_model("tiny", data_dir=Path(sys.argv[1]))
-engine = Engine(model, preview_interval=0); engine.start()
-req = lambda op, **kw: GenerationRequest(op, "a fox", "", %(size)d, %(size)d, %(steps)d, 7.0,
-                                         "euler_a", (1, 2, 3, 4), **kw)
-img = engine.submit(req(Operation.TXT2IMG)).result(600).images[0]
-if sys.argv[2] == "all":
-    engine.submit(req(Operation.IMG2IMG, strength=0.6, init_images=(img,))).result(600)
-    engine.submit(GenerationRequest(Operation.UPSCALE, "a fox", "", %(up)d, %(up)d, %(steps)d,
-                  7.0, "euler_a", (1,), strength=0.3, init_images=(img,))).result(600)
+data_dir, mode, size, steps = Path(sys.argv[1]), sys.argv[2], int(sys.argv[3]), int(sys.argv[4])
+model = load_model("tiny", data_dir=data_dir)
+engine = Engine(model, preview_interval=0)
+engine.start()
+def req(op, w, seeds, **kw):
+    return GenerationRequest(op, "a fox", "", w, w, steps, 7.0, "euler_a", seeds, **kw)
+img = engine.submit(req(Operation.TXT2IMG, size, (1, 2, 3, 4))).result(600).images[0]
+if mode == "all":
+    engine.submit(req(Operation.IMG2IMG, size, (1, 2, 3, 4), strength=0.6, init_images=(img,))
+                  ).result(600)
+    engine.submit(req(Operation.UPSCALE, size * 2, (1,), strength=0.3, init_images=(img,))
+                  ).result(600)
 engine.stop()
 params = {id(p): p.numel() * p.element_size() for pipe in (model.txt2img, model.img2img)
           for c in pipe.components.values() if hasattr(c, "parameters") for p in c.parameters()}
 print(json.dumps({"peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
                   "param_bytes": sum(params.values())}))
-""" % {"size": SIZE, "steps": STEPS, "up": SIZE * 2}
+"""
 
 
 def bench_memory(data_dir: Path) -> dict[str, Any]:

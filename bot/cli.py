@@ -13,12 +13,15 @@ import mimetypes
 import sys
 from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import TextIO
+from typing import TYPE_CHECKING, TextIO
 
 from bot.core.errors import ConfigError, EaselError, InvalidInput, Refused
 from bot.core.imaging import compose_grid
 from bot.core.service import Actor, Outcome, Service, Submission, Upload
 from engine.requests import Progress
+
+if TYPE_CHECKING:
+    from bot.app import App
 
 EXIT_OK, EXIT_INTERNAL, EXIT_INVALID, EXIT_REFUSED = 0, 1, 2, 3
 log = logging.getLogger("easel")
@@ -241,6 +244,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("cancel", help="cancel a queued or running job")
     p.add_argument("job", type=int)
     p.add_argument("--user")
+    sub.add_parser("run", help="run the Discord bot (needs DISCORD_TOKEN)")
+    p = sub.add_parser("sync-commands", help="register the slash commands with Discord now")
+    p.add_argument("--guild", type=int, help="only in this server (instant, for testing)")
     p = sub.add_parser("bench", help="engine benchmarks on the tiny model (table + JSON)")
     p.add_argument("--out", default="benchmarks/results/engine.json")
     db = sub.add_parser("db", help="database maintenance")
@@ -264,7 +270,27 @@ async def _dispatch(args: argparse.Namespace) -> int:
     from bot import app
 
     settings = app.settings()
-    app.configure_logging("WARNING" if settings.log_level == "INFO" else settings.log_level)
+    # The bot logs what it does; the offline commands keep a terminal quiet unless asked.
+    quiet = args.command != "run" and settings.log_level == "INFO"
+    app.configure_logging("WARNING" if quiet else settings.log_level)
+    if args.command in ("run", "sync-commands"):
+        token = settings.discord_token.get_secret_value() if settings.discord_token else ""
+        if not token:
+            raise ConfigError(
+                "DISCORD_TOKEN is not set: create a bot at "
+                "https://discord.com/developers/applications (see the README), or use "
+                "`easel imagine` to make images offline."
+            )
+        from bot.logs import install_redaction
+
+        install_redaction([token])
+        if args.command == "sync-commands":
+            from bot.client import sync_commands
+
+            print(await sync_commands(token, settings.data_dir, args.guild))
+            return EXIT_OK
+        async with app.open_app(settings) as running:
+            return await _run_bot(running, token)
     if args.command == "bench":
         from benchmarks.engine_bench import main as bench
 
@@ -275,6 +301,15 @@ async def _dispatch(args: argparse.Namespace) -> int:
         return EXIT_OK
     async with app.open_app(settings) as running:
         return await SERVICE_COMMANDS[args.command](running.service, args)
+
+
+async def _run_bot(running: App, token: str) -> int:
+    from bot.client import EaselBot
+
+    bot = EaselBot(running.service, data_dir=running.settings.data_dir)
+    async with bot:
+        await bot.start(token)
+    return EXIT_OK
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -2160,7 +2160,7 @@ class FakeDiscord:
             # discord.py uploads every file as application/octet-stream; Discord derives the
             # real type from the file itself.
             content_type = mimetypes.guess_type(filename)[0] or content_type
-        url = f"{self.url}/attachments/{attachment_id}/{urllib.parse.quote(filename)}"
+        url = f"{self.url}/attachments/{attachment_id}/{urllib.parse.quote(filename, safe='')}"
         attachment: dict[str, Any] = {
             "id": attachment_id,
             "filename": filename,

@@ -74,3 +74,23 @@ def decode_upload(
     except (OSError, SyntaxError, ValueError, EOFError) as exc:
         raise BadImage(f"The start image is damaged or truncated ({exc}).") from None
     return image.convert("RGB")
+
+
+def fit_for_upload(png: bytes, limit: int, stem: str) -> tuple[bytes, str]:
+    """The PNG itself when it fits Discord's upload limit, else WebP, then JPEG, at falling
+    quality (the limit is ``Interaction.filesize_limit``: 10 MiB without boosts)."""
+    if len(png) <= limit:
+        return png, f"{stem}.png"
+    with Image.open(io.BytesIO(png)) as opened:
+        image = opened.convert("RGB")
+    for quality in (90, 80, 65, 50):
+        for fmt, ext in (("WEBP", "webp"), ("JPEG", "jpg")):
+            buffer = io.BytesIO()
+            image.save(buffer, format=fmt, quality=quality)
+            if buffer.tell() <= limit:
+                return buffer.getvalue(), f"{stem}.{ext}"
+    scale = (limit / len(png)) ** 0.5
+    smaller = image.resize((max(8, int(image.width * scale)), max(8, int(image.height * scale))))
+    buffer = io.BytesIO()
+    smaller.save(buffer, format="JPEG", quality=80)
+    return buffer.getvalue(), f"{stem}.jpg"

@@ -163,6 +163,8 @@ class Service:
         self.now = clock
         self._rng = rng or random.Random()
         self._handles: dict[int, JobHandle] = {}
+        # One outcome per job, for everyone waiting on it (a double click waits with the first).
+        self._outcomes: dict[int, asyncio.Future[Outcome]] = {}
         self._last_request: dict[str, float] = {}
         self._tasks: set[asyncio.Task[Any]] = set()
         # Quota and queue checks read, then write; one admission at a time keeps them honest.
@@ -608,6 +610,7 @@ class Service:
         except GenerationError as exc:
             raise InvalidInput(str(exc)) from None
         self._handles[job.id] = handle
+        self._outcomes[job.id] = loop.create_future()
         return Submission(job=job, created=True, position=handle.position, handle=handle)
 
     async def _request_for(self, job: Job, owner: str) -> GenerationRequest:
@@ -649,12 +652,28 @@ class Service:
     async def finish(self, submission: Submission) -> Outcome:
         """Wait for the engine, store the images, charge the quota; or record the failure."""
         job = submission.job
-        handle = submission.handle or self._handles.get(job.id)
-        if handle is None:  # a double click, or a job that already finished
+        pending = self._outcomes.get(job.id)
+        if not submission.created or pending is None:
+            if pending is not None:  # the first press is recording it: wait for that
+                return await asyncio.shield(pending)
             job = await self.store.get_job(job.id)
             if job.state is JobState.DONE:
                 return Outcome(job, await self.store.get_images(job.id))
             raise GenerationFailed(f"Job #{job.id} is {job.state}.")
+        try:
+            outcome = await self._finish(job)
+        except BaseException as exc:
+            pending.set_exception(exc)
+            pending.exception()  # retrieved: nobody else may be waiting
+            raise
+        else:
+            pending.set_result(outcome)
+            return outcome
+        finally:
+            self._outcomes.pop(job.id, None)
+
+    async def _finish(self, job: Job) -> Outcome:
+        handle = self._handles[job.id]
         try:
             result = await handle.wait()
         except JobCancelled:
@@ -773,6 +792,10 @@ class Service:
             except (Refused, InvalidInput) as exc:
                 await self.store.finish_job(job.id, JobState.FAILED, error=str(exc))
         return submissions
+
+    async def attach_message(self, job_id: int, channel_id: int, message_id: int) -> None:
+        """Remember where a job is shown, so moderators can find and purge it."""
+        await self.store.set_message(job_id, channel_id=channel_id, message_id=message_id)
 
     # -- reading -------------------------------------------------------------------------------
 

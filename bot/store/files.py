@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import io
-import os
+import uuid
 from pathlib import Path
 
 from PIL import Image, PngImagePlugin
@@ -37,7 +37,7 @@ class ImageFiles:
         path = self.root / relative
         if not path.exists():
             path.parent.mkdir(parents=True, exist_ok=True)
-            tmp = path.with_suffix(f".tmp{os.getpid()}")
+            tmp = path.with_suffix(f".{uuid.uuid4().hex}.tmp")  # unique: writers may race
             tmp.write_bytes(data)
             tmp.replace(path)  # atomic: a crash never leaves half a file under the final name
         return relative, digest, data

@@ -1,0 +1,376 @@
+"""The real bot (discord.py, the service, the engine on the tiny model, SQLite) against the local
+fake Discord server: slash commands, buttons, modals, restarts, expiry, rate limits."""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import logging
+from contextlib import asynccontextmanager
+
+import pytest
+from PIL import Image
+
+from bot.client import EaselBot
+from bot.core.grammar import Defaults, Limits
+from bot.core.models import JobKind, JobState
+from bot.core.service import Service, ServiceConfig
+from bot.logs import install_redaction
+from engine.worker import Engine
+from tests.fake_discord import FakeDiscord
+
+pytestmark = pytest.mark.e2e
+WAIT = 30.0
+GRID_IDS = [
+    "u:{j}:0",
+    "u:{j}:1",
+    "u:{j}:2",
+    "u:{j}:3",
+    "r:{j}",
+    "v:{j}:0",
+    "v:{j}:1",
+    "v:{j}:2",
+    "v:{j}:3",
+]
+
+
+def custom_ids(message: dict) -> list[str]:
+    return [c["custom_id"] for row in message["components"] for c in row["components"]]
+
+
+def image_of(message: dict) -> Image.Image:
+    (attachment,) = message["attachments"]
+    return Image.open(io.BytesIO(attachment["data"]))
+
+
+def job_id_of(message: dict) -> int:
+    return int(custom_ids(message)[0].split(":")[2])
+
+
+@pytest.fixture
+async def fake():
+    async with FakeDiscord() as fake:
+        yield fake
+
+
+class Harness:
+    def __init__(self, fake, store, files, tiny_model, tmp_path):
+        self.fake, self.store, self.files, self.model = fake, store, files, tiny_model
+        self.data_dir = tmp_path / "data"
+        self.engines: list[Engine] = []
+
+    def service(self, *, start=True, **config) -> Service:
+        engine = Engine(self.model, preview_interval=0.01, max_per_owner=50, queue_size=200)
+        if start:
+            engine.start()
+        self.engines.append(engine)
+        cfg = ServiceConfig(
+            limits=Limits(), defaults=Defaults(steps=6), max_queued_per_user=50, **config
+        )
+        return Service(self.store, self.files, engine, cfg)
+
+    @asynccontextmanager
+    async def bot(self, service: Service | None = None):
+        bot = EaselBot(service or self.service(), data_dir=self.data_dir, progress_interval=0.05)
+        async with self.fake.run_client(bot) as running:
+            yield running
+
+    async def imagine(self, prompt: str, **kw) -> tuple[object, dict]:
+        interaction = await self.fake.slash("imagine", {"prompt": prompt}, **kw)
+        final = await self.fake.wait_for_message(
+            lambda m: m["id"] == (interaction.original_id or "") and m["components"],
+            timeout=WAIT,
+        )
+        return interaction, final
+
+    async def done(self, interaction) -> dict:
+        """The interaction's own message once it carries buttons (the finished result)."""
+        return await self.fake.wait_for_message(
+            lambda m: m["id"] == (interaction.original_id or "") and m["components"],
+            timeout=WAIT,
+        )
+
+    def close(self):
+        for engine in self.engines:
+            engine.stop()
+
+
+@pytest.fixture
+async def h(fake, store, files, tiny_model, tmp_path):
+    harness = Harness(fake, store, files, tiny_model, tmp_path)
+    yield harness
+    harness.close()
+
+
+async def test_imagine_defers_shows_progress_and_ends_with_a_grid_and_nine_buttons(h):
+    async with h.bot():
+        interaction = await h.fake.slash("imagine", {"prompt": "a lighthouse at dusk --seed 7"})
+        await interaction.wait_for_response(WAIT)
+        assert interaction.response_type == 5  # deferred at once
+        final = await h.fake.wait_for_message(
+            lambda m: m["id"] == interaction.original_id and m["components"], timeout=WAIT
+        )
+    job = job_id_of(final)
+    assert custom_ids(final) == ["easel:" + c.format(j=job) for c in GRID_IDS]
+    assert image_of(final).size == (128, 128)  # four 64×64 images
+    contents = [v["content"] for v in final["history"]]
+    assert any("%" in c for c in contents), contents  # a progress edit came before the grid
+    assert any(a["filename"] == "preview.png" for v in final["history"] for a in v["attachments"])
+    assert "a lighthouse at dusk" in final["content"] and "seeds 7–10" in final["content"]
+    assert "--seed 7 --steps 6" in final["content"]  # the command that remakes it
+    assert (await h.store.get_job(job)).message_id == int(final["id"])
+
+
+async def test_u_then_upscale_then_variations(h):
+    async with h.bot():
+        _, grid = await h.imagine("a castle --seed 3")
+        job = job_id_of(grid)
+        pressed = await h.fake.click(grid, f"easel:u:{job}:1")
+        single = await h.done(pressed)
+        assert image_of(single).size == (64, 64) and "Image #2" in single["content"]
+        assert custom_ids(single) == [f"easel:{a}:{job}:1" for a in ("up", "vs", "vS", "rx")] + [
+            f"easel:r:{job}"
+        ]
+
+        pressed = await h.fake.click(single, f"easel:up:{job}:1")
+        upscaled = await h.fake.wait_for_message(
+            lambda m: m["id"] == pressed.original_id and m["components"], timeout=WAIT
+        )
+        assert image_of(upscaled).size == (128, 128)
+        assert "upscale" in upscaled["content"]
+
+        pressed = await h.fake.click(grid, f"easel:v:{job}:0", user=h.fake.other_user_id)
+        variations = await h.fake.wait_for_message(
+            lambda m: m["id"] == pressed.original_id and m["components"], timeout=WAIT
+        )
+    new_job = await h.store.get_job(job_id_of(variations))
+    assert new_job.kind is JobKind.VARIATION and new_job.parent_job_id == job
+    pressed_by = await h.store.find_user(f"discord:{h.fake.other_user_id}")
+    assert new_job.user_id == pressed_by.id  # charged to whoever pressed
+    assert image_of(variations).size == (128, 128)
+
+
+async def test_remix_through_the_modal(h):
+    async with h.bot():
+        _, grid = await h.imagine("a castle --seed 3")
+        job = job_id_of(grid)
+        u = await h.fake.click(grid, f"easel:u:{job}:0")
+        single = await h.done(u)
+        opened = await h.fake.click(single, f"easel:rx:{job}:0")
+        await opened.wait_for_response(WAIT)
+        assert opened.response_type == 9  # a modal
+        modal = opened.response_data
+        assert modal["custom_id"] == f"easel:remix:{job}:0"
+        submitted = await h.fake.submit_modal(
+            modal["custom_id"], {modal_field(modal): "a castle in the snow --no people"}
+        )
+        remixed = await h.fake.wait_for_message(
+            lambda m: m["id"] == submitted.original_id and m["components"], timeout=WAIT
+        )
+    job_row = await h.store.get_job(job_id_of(remixed))
+    assert job_row.kind is JobKind.REMIX and job_row.spec.prompt == "a castle in the snow"
+    assert job_row.spec.negative == "people" and "a castle in the snow" in remixed["content"]
+
+
+def modal_field(modal: dict) -> str:
+    def walk(components):
+        for c in components:
+            yield c
+            yield from walk(c.get("components", []))
+            if "component" in c:
+                yield from walk([c["component"]])
+
+    return next(c["custom_id"] for c in walk(modal["components"]) if c["type"] == 4)
+
+
+async def test_remix_mode_opens_the_modal_for_v_buttons(h):
+    async with h.bot():
+        settings = await h.fake.slash("settings set", {"remix": True})
+        await settings.wait_for_followup(timeout=WAIT)
+        _, grid = await h.imagine("a castle --seed 3")
+        opened = await h.fake.click(grid, f"easel:v:{job_id_of(grid)}:2")
+        await opened.wait_for_response(WAIT)
+        assert opened.response_type == 9
+
+
+async def test_buttons_work_after_a_restart(h):
+    service = h.service()
+    async with h.bot(service):
+        _, grid = await h.imagine("a castle --seed 3")
+    async with h.bot(h.service()):  # a new process: new client, engine and service
+        pressed = await h.fake.click(grid, f"easel:u:{job_id_of(grid)}:3")
+        single = await h.done(pressed)
+    assert image_of(single).size == (64, 64)
+
+
+async def test_a_double_click_makes_one_job(h):
+    async with h.bot():
+        _, grid = await h.imagine("a castle --seed 3")
+        job = job_id_of(grid)
+        before = await h.store.count_jobs()
+        first, second = await asyncio.gather(
+            h.fake.click(grid, f"easel:v:{job}:0"), h.fake.click(grid, f"easel:v:{job}:0")
+        )
+        for pressed in (first, second):
+            await h.fake.wait_for_message(
+                lambda m, p=pressed: m["id"] == p.original_id and m["components"], timeout=WAIT
+            )
+    assert await h.store.count_jobs() == before + 1
+
+
+async def test_a_late_result_goes_to_the_channel(h):
+    service = h.service(start=False)
+    async with h.bot(service):
+        interaction = await h.fake.slash("imagine", {"prompt": "a castle --seed 3"})
+        await h.fake.wait_for_message(
+            lambda m: m["id"] == interaction.original_id and "castle" in m["content"],
+            timeout=WAIT,
+        )
+        h.fake.expire_token(interaction.token)  # 15 minutes pass while the job waits
+        service.engine.start()
+        posted = await h.fake.wait_for_message(
+            lambda m: (
+                m["components"]
+                and m.get("interaction_token") is None
+                and m["channel_id"] == h.fake.channel_id
+            ),
+            timeout=WAIT,
+        )
+    assert image_of(posted).size == (128, 128) and "a castle" in posted["content"]
+
+
+async def test_a_rate_limit_from_discord_is_survived(h):
+    async with h.bot():
+        h.fake.fail_next(
+            "PATCH",
+            r"/webhooks/\d+/[^/]+/messages/@original",
+            status=429,
+            retry_after=0.05,
+            count=2,
+        )
+        _, grid = await h.imagine("a castle --seed 3")
+    assert len(h.fake.rate_limits_served) == 2
+    assert grid["components"]
+
+
+async def test_mentions_in_prompts_ping_nobody(h):
+    async with h.bot():
+        _, grid = await h.imagine("@everyone look at this <@123> --seed 1")
+    bodies = [r.body for r in h.fake.requests_to("PATCH", r"/webhooks/")]
+    assert bodies and all(
+        b.get("allowed_mentions") == {"parse": []}
+        for b in bodies
+        if isinstance(b, dict) and "content" in b
+    )
+    assert "@everyone" in grid["content"]
+
+
+async def test_jobs_left_unfinished_are_resumed_and_delivered_to_the_channel(h):
+    crashed = h.service(start=False)
+    async with h.bot(crashed):
+        interaction = await h.fake.slash("imagine", {"prompt": "a castle --seed 3"})
+        await h.fake.wait_for_message(
+            lambda m: m["id"] == interaction.original_id and "castle" in m["content"],
+            timeout=WAIT,
+        )
+    crashed.engine.stop()  # the process died with the job queued
+    (job,) = await h.store.unfinished_jobs()
+    async with h.bot(h.service()):
+        posted = await h.fake.wait_for_message(
+            lambda m: m["components"] and m.get("interaction_token") is None, timeout=WAIT
+        )
+    assert job_id_of(posted) == job.id
+    assert (await h.store.get_job(job.id)).state is JobState.DONE
+
+
+async def test_image_prompt_upload(h):
+    buffer = io.BytesIO()
+    Image.new("RGB", (96, 64), (200, 50, 50)).save(buffer, format="PNG")
+    attachment = h.fake.add_attachment(buffer.getvalue(), "../../etc/passwd.png", "image/png")
+    async with h.bot():
+        interaction = await h.fake.slash(
+            "imagine", {"prompt": "a watercolour --strength 0.5 --seed 1", "image": attachment}
+        )
+        final = await h.fake.wait_for_message(
+            lambda m: m["id"] == interaction.original_id and m["components"], timeout=WAIT
+        )
+    job = await h.store.get_job(job_id_of(final))
+    assert job.kind is JobKind.IMG2IMG and job.init_image_path.startswith("uploads/")
+    assert "passwd" not in job.init_image_path
+
+
+async def test_bad_input_gets_a_clear_message_and_changes_nothing(h):
+    async with h.bot():
+        interaction = await h.fake.slash("imagine", {"prompt": "fox --seed -4"})
+        message = await h.fake.wait_for_message(
+            lambda m: m["id"] == interaction.original_id and "❌" in m["content"], timeout=WAIT
+        )
+    assert "--seed takes a whole number from 0 to 4294967295" in message["content"]
+    assert "Traceback" not in message["content"]
+    assert await h.store.count_jobs() == 0
+
+
+async def test_settings_info_history_cancel_and_show(h):
+    service = h.service(start=False)
+    async with h.bot(service):
+        said = await (
+            await h.fake.slash("settings set", {"aspect": "16:9", "steps": 5})
+        ).wait_for_followup(timeout=WAIT)
+        assert "aspect `16:9`" in said["content"] and said["flags"] & 64  # ephemeral
+        bad = await (await h.fake.slash("settings set", {"aspect": "9:1"})).wait_for_followup(
+            timeout=WAIT
+        )
+        assert "1:4 to 4:1" in bad["content"]
+        await h.fake.slash("imagine", {"prompt": "waiting fox"})
+        await h.fake.wait_for_message(lambda m: "waiting fox" in m["content"], timeout=WAIT)
+        info = await (await h.fake.slash("info")).wait_for_followup(timeout=WAIT)
+        assert "Images left today" in info["content"] and "position" in info["content"]
+        (job,) = await h.store.unfinished_jobs()
+        assert (job.spec.width, job.spec.height) == (88, 48)  # the personal 16:9 default
+        history = await (await h.fake.slash("history", {"search": "fox"})).wait_for_followup(
+            timeout=WAIT
+        )
+        assert f"#{job.id}" in history["content"]
+        cancelled = await (await h.fake.slash("cancel")).wait_for_followup(timeout=WAIT)
+        assert f"Job #{job.id} is cancelled" in cancelled["content"]
+        assert (await h.store.get_job(job.id)).state is JobState.CANCELLED
+
+        service.engine.start()
+        _, grid = await h.imagine("a castle --seed 3 --ar 1:1")
+        shown = await h.fake.slash("show", {"job": job_id_of(grid)}, user=h.fake.other_user_id)
+        revived = await h.fake.wait_for_message(
+            lambda m: m["id"] == shown.original_id and m["components"], timeout=WAIT
+        )
+    assert custom_ids(revived) == custom_ids(grid)
+
+
+async def test_commands_are_synced_only_when_they_change(h):
+    async with h.bot():
+        pass
+    writes = h.fake.command_writes
+    assert writes == 1 and h.fake.find_command("imagine") is not None
+    async with h.bot():
+        pass
+    assert h.fake.command_writes == writes
+
+
+async def test_logs_never_hold_tokens(h, caplog):
+    stream = io.StringIO()
+    handler = logging.StreamHandler(stream)
+    root = logging.getLogger()
+    root.addHandler(handler)
+    old_level = root.level
+    root.setLevel(logging.DEBUG)
+    redact = install_redaction([h.fake.token or "unused-bot-token"])
+    try:
+        async with h.bot():
+            interaction, _ = await h.imagine("a castle --seed 3")
+    finally:
+        root.removeHandler(handler)
+        root.setLevel(old_level)
+    text = stream.getvalue()
+    assert "/interactions/" in text or "/webhooks/" in text  # discord.py did log the routes
+    assert interaction.token not in text
+    assert redact.redact(f"POST /interactions/1/{interaction.token}/callback") == (
+        "POST /interactions/1/[redacted]/callback"
+    )

@@ -11,7 +11,7 @@ import os
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NoReturn
 
 from bot.core.errors import ConfigError
 from bot.core.service import Service, ServiceConfig
@@ -19,6 +19,7 @@ from bot.settings import Settings, load_settings
 from bot.store.db import current_revision, make_engine, make_sessionmaker, upgrade
 from bot.store.files import ImageFiles
 from bot.store.repos import Store
+from engine.requests import EngineHealth, EngineStopped, ModelInfo, QueuedJob
 
 log = logging.getLogger(__name__)
 
@@ -72,9 +73,30 @@ def service_config(settings: Settings) -> ServiceConfig:
     )
 
 
+class NoEngine:
+    """For commands that only read the records (history, show, cancel): loading a model to list
+    jobs would cost seconds to minutes. Anything that needs the engine says so."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.info = ModelInfo(settings.model, "unknown", 512, "", settings.device, settings.dtype)
+
+    def submit(self, request: object, **_: object) -> NoReturn:
+        raise EngineStopped("This command runs without the engine.")
+
+    def cancel(self, job_id: int) -> bool:
+        return False
+
+    def snapshot(self) -> list[QueuedJob]:
+        return []
+
+    def health(self) -> EngineHealth:
+        return EngineHealth(alive=False, model=None, queued=0, running=0)
+
+
 @asynccontextmanager
-async def open_app(settings: Settings) -> AsyncIterator[App]:
-    """The whole stack, ready; stopped and closed on exit."""
+async def open_app(settings: Settings, *, with_engine: bool = True) -> AsyncIterator[App]:
+    """The whole stack, ready; stopped and closed on exit. Without the engine for commands
+    that only read or change records."""
     from engine.loading import ModelLoadError, load_model
     from engine.worker import Engine
 
@@ -84,6 +106,10 @@ async def open_app(settings: Settings) -> AsyncIterator[App]:
         await upgrade(db)
         store = Store(make_sessionmaker(db))
         files = ImageFiles(settings.data_dir)
+        if not with_engine:
+            service = Service(store, files, NoEngine(settings), service_config(settings))
+            yield App(settings, store, files, None, service)
+            return
         try:
             model = await asyncio.to_thread(
                 load_model,

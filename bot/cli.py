@@ -299,7 +299,8 @@ async def _dispatch(args: argparse.Namespace) -> int:
         revision = await app.upgrade_database(settings)
         print(f"Database at {settings.db_url} is at revision {revision}.")
         return EXIT_OK
-    async with app.open_app(settings) as running:
+    needs_engine = args.command in ("imagine", "upscale", "vary", "reroll")
+    async with app.open_app(settings, with_engine=needs_engine) as running:
         return await SERVICE_COMMANDS[args.command](running.service, args)
 
 

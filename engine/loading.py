@@ -14,6 +14,7 @@ from typing import Any
 
 import diffusers
 import torch
+import transformers
 from diffusers import AutoPipelineForImage2Image, AutoPipelineForText2Image
 
 from engine.requests import ModelInfo
@@ -152,7 +153,9 @@ def load_model(
     compile_unet: bool = False,
 ) -> LoadedModel:
     """Load ``name`` and prepare it for batch-invariant, shared-weight generation."""
-    diffusers.utils.logging.disable_progress_bar()  # a server's log is no terminal
+    # A server's log is no terminal: no progress bars while loading.
+    diffusers.utils.logging.disable_progress_bar()
+    transformers.utils.logging.disable_progress_bar()
     torch_device = pick_device(device)
     torch_dtype = pick_dtype(dtype, torch_device)
     kwargs: dict[str, Any] = {"dtype": torch_dtype}

@@ -200,6 +200,75 @@ async def cmd_cancel(service: Service, args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _user_key(text: str) -> str:
+    """A Discord user id, "discord:<id>", or a local name."""
+    text = text.strip()
+    if text.isdigit():
+        return f"discord:{text}"
+    return text if ":" in text else f"local:{text}"
+
+
+async def cmd_admin(service: Service, args: argparse.Namespace) -> int:
+    from bot.core.admin import Admin
+
+    admin, actor, action = Admin(service), _actor(args), args.admin_command
+    if action == "ban":
+        user = await admin.ban(
+            actor, _user_key(args.target), reason=args.reason, duration=args.duration
+        )
+        until = f" until {user.banned_until:%Y-%m-%d %H:%M} UTC" if user.banned_until else ""
+        print(f"{user.key} is banned{until}.")
+    elif action == "unban":
+        print(
+            f"{(await admin.unban(actor, _user_key(args.target), reason=args.reason)).key} "
+            "may use Easel again."
+        )
+    elif action == "quota":
+        if args.daily != "default" and not args.daily.isdigit():
+            raise InvalidInput("The quota is a number of images a day, or 'default'.")
+        daily = None if args.daily == "default" else int(args.daily)
+        user = await admin.set_quota(actor, _user_key(args.target), daily, reset_usage=args.reset)
+        print(
+            f"{user.key}: {user.daily_quota if user.daily_quota is not None else 'default'} "
+            "images a day" + (", today's reset." if args.reset else ".")
+        )
+    elif action == "block":
+        print(f"Blocked '{await admin.block(actor, args.term)}'.")
+    elif action == "unblock":
+        print(f"Unblocked '{await admin.unblock(actor, args.term)}'.")
+    elif action == "blocklist":
+        for entry in await admin.blocklist(actor):
+            print(entry.term)
+    elif action == "queue":
+        for entry in await admin.queue(actor):
+            where = "running" if entry.position == 0 else f"position {entry.position}"
+            print(
+                f"#{entry.job.id:<5} {where:<12} {entry.user.key:<24} {entry.job.spec.prompt[:60]}"
+            )
+    elif action == "cancel":
+        print(f"Job #{(await admin.cancel(actor, args.job, reason=args.reason)).id} is cancelled.")
+    elif action == "purge":
+        job = await admin.purge(actor, args.job, reason=args.reason)
+        print(
+            f"Job #{job.id} is purged (its images are deleted). A Discord message it has "
+            "stays; purge from Discord with /admin purge to delete that too."
+        )
+    elif action == "stats":
+        stats = await admin.stats(actor)
+        print(
+            f"today: {stats.jobs_today} jobs, {stats.images_today} images, "
+            f"by state {stats.by_state}; queue {stats.queue_length}; "
+            f"mean {stats.mean_seconds}, p95 {stats.p95_seconds} s"
+        )
+    elif action == "audit":
+        for e in await admin.audit_log(actor, args.limit):
+            print(
+                f"{e.created_at:%Y-%m-%d %H:%M:%S}  {e.actor:<24} {e.action:<15} "
+                f"{e.target or '':<20} {e.reason or ''}"
+            )
+    return EXIT_OK
+
+
 def _index(n: int) -> int:
     if not 1 <= n <= 4:
         raise InvalidInput(f"Image numbers go from 1 to 4, not {n}.")
@@ -247,6 +316,32 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_parser("run", help="run the Discord bot (needs DISCORD_TOKEN)")
     p = sub.add_parser("sync-commands", help="register the slash commands with Discord now")
     p.add_argument("--guild", type=int, help="only in this server (instant, for testing)")
+    admin = sub.add_parser("admin", help="moderation: bans, quotas, blocklist, queue, audit")
+    admin.add_argument("--user", help=argparse.SUPPRESS)
+    a = admin.add_subparsers(dest="admin_command", required=True, metavar="ACTION")
+    p = a.add_parser("ban", help="stop a user (Discord id or local name)")
+    p.add_argument("target")
+    p.add_argument("--reason")
+    p.add_argument("--for", dest="duration", help="30m, 12h, 7d, 2w (default: until unbanned)")
+    p = a.add_parser("unban", help="let a user back in")
+    p.add_argument("target")
+    p.add_argument("--reason")
+    p = a.add_parser("quota", help="a user's daily images (a number, or 'default')")
+    p.add_argument("target")
+    p.add_argument("daily")
+    p.add_argument("--reset", action="store_true", help="give back today's images too")
+    for name in ("block", "unblock"):
+        a.add_parser(name, help=f"{name} a prompt term (* is a wildcard)").add_argument("term")
+    a.add_parser("blocklist", help="the blocked terms")
+    a.add_parser("queue", help="jobs waiting or running")
+    for name in ("cancel", "purge"):
+        p = a.add_parser(name, help=f"{name} any job")
+        p.add_argument("job", type=int)
+        p.add_argument("--reason")
+    a.add_parser("stats", help="today's jobs, images and generation times")
+    a.add_parser("audit", help="recent admin actions and refusals").add_argument(
+        "--limit", type=int, default=20
+    )
     p = sub.add_parser("bench", help="engine benchmarks on the tiny model (table + JSON)")
     p.add_argument("--out", default="benchmarks/results/engine.json")
     db = sub.add_parser("db", help="database maintenance")
@@ -263,6 +358,7 @@ SERVICE_COMMANDS: dict[str, Callable[[Service, argparse.Namespace], Awaitable[in
     "history": cmd_history,
     "show": cmd_show,
     "cancel": cmd_cancel,
+    "admin": cmd_admin,
 }
 
 

@@ -14,6 +14,7 @@ import discord
 from discord import app_commands
 from discord.ext import commands
 
+from bot.cogs.admin import AdminCog, PrivacyCog
 from bot.cogs.imagine import ImagineCog, Jobs
 from bot.cogs.user import UserCog
 from bot.core.errors import EaselError
@@ -59,6 +60,8 @@ class EaselBot(commands.Bot):
     async def add_easel_commands(self) -> None:
         await self.add_cog(ImagineCog(self))
         await self.add_cog(UserCog(self))
+        await self.add_cog(AdminCog(self))
+        await self.add_cog(PrivacyCog(self))
         self.add_dynamic_items(JobButton)
 
     async def setup_hook(self) -> None:

@@ -67,6 +67,8 @@ from functools import lru_cache
 
 from anyascii import anyascii
 
+from bot.core.errors import InvalidInput
+
 
 class Category(StrEnum):
     MINORS = "minors"  # sexual content involving minors: hard limit, no setting turns it off
@@ -106,15 +108,8 @@ class Verdict:
 ALLOWED = Verdict(allowed=True)
 
 
-class BlocklistTermInvalid(Exception):
+class BlocklistTermInvalid(InvalidInput):
     """A server blocklist entry that would match nothing or everything."""
-
-    def __init__(self, message: str) -> None:
-        super().__init__(message)
-        self.message = message
-
-    def __str__(self) -> str:
-        return self.message
 
 
 # ---------------------------------------------------------------------------------------------

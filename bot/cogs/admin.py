@@ -1,0 +1,375 @@
+"""/admin: moderation for server admins.
+
+The command carries Discord's ``default_member_permissions`` (Manage Server) as a hint for the
+client; the real check is in the service, on the permissions Discord resolved for this member,
+because a server can override the hint."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING, Literal
+
+import discord
+from discord import app_commands
+from discord.ext import commands
+
+from bot.cogs.imagine import actor_from
+from bot.cogs.user import SAMPLER_CHOICES
+from bot.core.admin import Admin
+from bot.core.errors import EaselError
+from bot.core.models import GuildSettings
+from bot.core.service import Actor
+
+if TYPE_CHECKING:
+    from bot.client import EaselBot
+
+Action = Callable[[Actor], Awaitable[str]]
+
+
+def describe_guild(g: GuildSettings) -> str:
+    channels = ", ".join(f"<#{c}>" for c in g.allowed_channel_ids) or "every channel"
+    roles = ", ".join(f"<@&{r}>" for r in g.admin_role_ids) or "none (Manage Server only)"
+    nsfw = "allowed in age-restricted channels" if g.nsfw_rule == "age_restricted" else "blocked"
+
+    def show(value: object) -> str:
+        return "default" if value in (None, "") else f"`{value}`"
+
+    return (
+        f"**Server settings**\nNSFW: {nsfw} · flagged images: "
+        f"{'blurred and spoilered' if g.blur_flagged else 'withheld'}\n"
+        f"Channels: {channels}\nAdmin roles: {roles}\n"
+        f"Daily images per user: {show(g.daily_images_per_user)} · max steps: "
+        f"{show(g.max_steps)}\nDefaults: aspect {show(g.aspect)} · steps {show(g.steps)} · "
+        f"guidance {show(g.guidance)} · sampler {show(g.sampler)} · negative {show(g.negative)}"
+    )
+
+
+class AdminCog(commands.Cog):
+    admin = app_commands.Group(
+        name="admin",
+        description="Moderate Easel on this server",
+        default_permissions=discord.Permissions(manage_guild=True),
+        guild_only=True,
+    )
+
+    def __init__(self, bot: EaselBot) -> None:
+        self.bot = bot
+
+    @property
+    def admin_service(self) -> Admin:
+        return Admin(self.bot.service)
+
+    async def _run(self, interaction: discord.Interaction, action: Action) -> None:
+        await interaction.response.defer(ephemeral=True, thinking=True)
+        try:
+            text = await action(actor_from(interaction))
+        except EaselError as exc:
+            text = f"❌ {exc}"
+        await interaction.followup.send(text[:2000], ephemeral=True)
+
+    @admin.command(name="ban", description="Stop a member from using Easel")
+    @app_commands.describe(duration="For how long: 30m, 12h, 7d, 2w (default: until unbanned)")
+    async def ban(
+        self,
+        interaction: discord.Interaction,
+        user: discord.User,
+        reason: str | None = None,
+        duration: str | None = None,
+    ) -> None:
+        async def action(actor: Actor) -> str:
+            banned = await self.admin_service.ban(
+                actor,
+                f"discord:{user.id}",
+                reason=reason,
+                duration=duration,
+                target_name=user.name,
+            )
+            until = (
+                f" until <t:{int(banned.banned_until.timestamp())}:f>"
+                if banned.banned_until
+                else ""
+            )
+            return f"{user.mention} is banned from Easel{until}."
+
+        await self._run(interaction, action)
+
+    @admin.command(name="unban", description="Let a member use Easel again")
+    async def unban(
+        self, interaction: discord.Interaction, user: discord.User, reason: str | None = None
+    ) -> None:
+        async def action(actor: Actor) -> str:
+            await self.admin_service.unban(actor, f"discord:{user.id}", reason=reason)
+            return f"{user.mention} may use Easel again."
+
+        await self._run(interaction, action)
+
+    @admin.command(name="quota", description="Set a member's daily images, or give today's back")
+    @app_commands.describe(
+        daily="Images per day for this member (leave out to keep it)",
+        default="Go back to the server's quota",
+        reset="Give back the images used today",
+    )
+    async def quota(
+        self,
+        interaction: discord.Interaction,
+        user: discord.User,
+        daily: app_commands.Range[int, 0, 100_000] | None = None,
+        default: bool = False,
+        reset: bool = False,
+    ) -> None:
+        async def action(actor: Actor) -> str:
+            target = f"discord:{user.id}"
+            current = await self.bot.service.store.find_user(target)
+            value = (
+                None
+                if default
+                else (daily if daily is not None else (current.daily_quota if current else None))
+            )
+            updated = await self.admin_service.set_quota(
+                actor, target, value, reset_usage=reset, target_name=user.name
+            )
+            quota = updated.daily_quota if updated.daily_quota is not None else "the server's"
+            return f"{user.mention}: {quota} images a day" + (", today's reset." if reset else ".")
+
+        await self._run(interaction, action)
+
+    @admin.command(name="block", description="Block a term in prompts (* is a wildcard)")
+    async def block(self, interaction: discord.Interaction, term: str) -> None:
+        async def action(actor: Actor) -> str:
+            return f"Blocked `{await self.admin_service.block(actor, term)}`."
+
+        await self._run(interaction, action)
+
+    @admin.command(name="unblock", description="Remove a term from the blocklist")
+    async def unblock(self, interaction: discord.Interaction, term: str) -> None:
+        async def action(actor: Actor) -> str:
+            return f"Unblocked `{await self.admin_service.unblock(actor, term)}`."
+
+        await self._run(interaction, action)
+
+    @admin.command(name="blocklist", description="The blocked terms")
+    async def blocklist(self, interaction: discord.Interaction) -> None:
+        async def action(actor: Actor) -> str:
+            entries = await self.admin_service.blocklist(actor)
+            if not entries:
+                return "The blocklist is empty."
+            return "**Blocked terms**\n" + "\n".join(
+                f"• `{e.term}`" + (" (everywhere)" if e.guild_id is None else "") for e in entries
+            )
+
+        await self._run(interaction, action)
+
+    @admin.command(name="queue", description="Jobs waiting or running on this server")
+    async def queue(self, interaction: discord.Interaction) -> None:
+        async def action(actor: Actor) -> str:
+            entries = await self.admin_service.queue(actor)
+            if not entries:
+                return "Nothing is waiting."
+            lines = ["**Queue**"]
+            for e in entries[:20]:
+                where = "running" if e.position == 0 else f"position {e.position}"
+                who = f"<@{e.user.discord_id}>" if e.user.discord_id else e.user.name
+                prompt = discord.utils.escape_markdown(e.job.spec.prompt[:80])
+                lines.append(f"#{e.job.id} · {where} · {who} · {prompt}")
+            return "\n".join(lines)
+
+        await self._run(interaction, action)
+
+    @admin.command(name="cancel", description="Cancel anyone's job")
+    async def cancel(
+        self,
+        interaction: discord.Interaction,
+        job: app_commands.Range[int, 1],
+        reason: str | None = None,
+    ) -> None:
+        async def action(actor: Actor) -> str:
+            await self.admin_service.cancel(actor, job, reason=reason)
+            return f"Job #{job} is cancelled."
+
+        await self._run(interaction, action)
+
+    @admin.command(name="purge", description="Delete a job's images and its message")
+    async def purge(
+        self,
+        interaction: discord.Interaction,
+        job: app_commands.Range[int, 1],
+        reason: str | None = None,
+    ) -> None:
+        async def action(actor: Actor) -> str:
+            purged = await self.admin_service.purge(actor, job, reason=reason)
+            if purged.channel_id and purged.message_id:
+                channel = self.bot.get_partial_messageable(purged.channel_id)
+                try:
+                    await channel.get_partial_message(purged.message_id).delete()
+                except discord.NotFound:
+                    pass
+                except discord.HTTPException:
+                    return f"Job #{job}'s images are deleted, but its message could not be."
+            return f"Job #{job} is purged: its images and its message are deleted."
+
+        await self._run(interaction, action)
+
+    @admin.command(name="settings", description="Show this server's Easel settings")
+    async def settings(self, interaction: discord.Interaction) -> None:
+        async def action(actor: Actor) -> str:
+            return describe_guild(await self.admin_service.settings(actor))
+
+        await self._run(interaction, action)
+
+    @admin.command(name="set", description="Change this server's rules and defaults")
+    @app_commands.describe(
+        nsfw="Nudity: blocked, or allowed in age-restricted channels only",
+        blur="Post flagged images blurred and spoilered instead of withholding them",
+        daily_quota="Images per member per day",
+        max_steps="Most sampling steps a prompt may ask for",
+    )
+    @app_commands.choices(sampler=SAMPLER_CHOICES)
+    async def set_(
+        self,
+        interaction: discord.Interaction,
+        nsfw: Literal["block", "age_restricted"] | None = None,
+        blur: bool | None = None,
+        daily_quota: app_commands.Range[int, 0, 100_000] | None = None,
+        max_steps: app_commands.Range[int, 1, 500] | None = None,
+        aspect: str | None = None,
+        steps: app_commands.Range[int, 1, 500] | None = None,
+        guidance: app_commands.Range[float, 0.0, 30.0] | None = None,
+        sampler: str | None = None,
+        negative: str | None = None,
+    ) -> None:
+        changes = {
+            k: v
+            for k, v in {
+                "nsfw_rule": nsfw,
+                "blur_flagged": blur,
+                "daily_images_per_user": daily_quota,
+                "max_steps": max_steps,
+                "aspect": aspect,
+                "steps": steps,
+                "guidance": guidance,
+                "sampler": sampler,
+                "negative": negative,
+            }.items()
+            if v is not None
+        }
+
+        async def action(actor: Actor) -> str:
+            if not changes:
+                return "Nothing to change: give at least one option."
+            return "Saved.\n" + describe_guild(
+                await self.admin_service.update_settings(actor, **changes)
+            )
+
+        await self._run(interaction, action)
+
+    @admin.command(name="channel", description="Choose the channels Easel works in")
+    async def channel(
+        self,
+        interaction: discord.Interaction,
+        action_: Literal["allow", "disallow", "everywhere"],
+        channel: discord.TextChannel | None = None,
+    ) -> None:
+        async def action(actor: Actor) -> str:
+            current = set((await self.admin_service.settings(actor)).allowed_channel_ids)
+            if action_ == "everywhere":
+                current = set()
+            elif channel is None:
+                return "Name a channel."
+            elif action_ == "allow":
+                current.add(channel.id)
+            else:
+                current.discard(channel.id)
+            updated = await self.admin_service.update_settings(actor, allowed_channel_ids=current)
+            return describe_guild(updated)
+
+        await self._run(interaction, action)
+
+    @admin.command(name="role", description="Give or take a role's Easel admin rights")
+    async def role(
+        self,
+        interaction: discord.Interaction,
+        action_: Literal["add", "remove"],
+        role: discord.Role,
+    ) -> None:
+        async def action(actor: Actor) -> str:
+            roles = set((await self.admin_service.settings(actor)).admin_role_ids)
+            (roles.add if action_ == "add" else roles.discard)(role.id)
+            return describe_guild(
+                await self.admin_service.update_settings(actor, admin_role_ids=roles)
+            )
+
+        await self._run(interaction, action)
+
+    @admin.command(name="stats", description="Today's jobs, images and generation times")
+    async def stats(self, interaction: discord.Interaction) -> None:
+        async def action(actor: Actor) -> str:
+            s = await self.admin_service.stats(actor)
+            states = ", ".join(f"{k} {v}" for k, v in sorted(s.by_state.items())) or "none"
+            times = (
+                f"{s.mean_seconds:.1f} s mean, {s.p95_seconds:.1f} s p95"
+                if s.mean_seconds is not None and s.p95_seconds is not None
+                else "no finished jobs yet"
+            )
+            return (
+                f"**Today (UTC)**: {s.jobs_today} jobs ({states}), {s.images_today} images\n"
+                f"**Queue**: {s.queue_length} · **generation time**: {times}"
+            )
+
+        await self._run(interaction, action)
+
+    @admin.command(name="audit", description="Recent admin actions and refusals")
+    async def audit(
+        self, interaction: discord.Interaction, limit: app_commands.Range[int, 1, 50] = 15
+    ) -> None:
+        async def action(actor: Actor) -> str:
+            events = await self.admin_service.audit_log(actor, limit)
+            if not events:
+                return "The audit log is empty."
+            lines = ["**Audit log** (newest first)"]
+            for e in events:
+                who = (
+                    f"<@{e.actor.partition(':')[2]}>" if e.actor.startswith("discord:") else e.actor
+                )
+                what = f" {e.target}" if e.target else ""
+                why = f" — {discord.utils.escape_markdown(e.reason[:120])}" if e.reason else ""
+                lines.append(
+                    f"<t:{int(e.created_at.timestamp())}:R> {who} **{e.action}**{what}{why}"
+                )
+            return "\n".join(lines)
+
+        await self._run(interaction, action)
+
+
+class ForgetMeView(discord.ui.View):
+    """A confirmation button: deleting everything is not undone."""
+
+    def __init__(self, bot: EaselBot, user_id: int) -> None:
+        super().__init__(timeout=120)
+        self.bot = bot
+        self.user_id = user_id
+
+    @discord.ui.button(label="Delete everything", style=discord.ButtonStyle.danger, emoji="🗑️")
+    async def confirm(self, interaction: discord.Interaction, button: discord.ui.Button) -> None:  # type: ignore[type-arg]
+        if interaction.user.id != self.user_id:
+            await interaction.response.send_message("This button is not yours.", ephemeral=True)
+            return
+        await interaction.response.defer()
+        files = await self.bot.service.forget_me(actor_from(interaction))
+        self.stop()
+        await interaction.edit_original_response(
+            content=f"Done: your jobs, images ({files} files) and settings are deleted.", view=None
+        )
+
+
+class PrivacyCog(commands.Cog):
+    def __init__(self, bot: EaselBot) -> None:
+        self.bot = bot
+
+    @app_commands.command(name="forget-me", description="Delete all your jobs, images and settings")
+    async def forget_me(self, interaction: discord.Interaction) -> None:
+        await interaction.response.send_message(
+            "This deletes every job, image and setting of yours that Easel keeps, here and on "
+            "every server, and cannot be undone. Messages already posted stay.",
+            view=ForgetMeView(self.bot, interaction.user.id),
+            ephemeral=True,
+        )

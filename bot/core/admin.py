@@ -1,0 +1,284 @@
+"""The admin use cases, shared by Discord's /admin and ``easel admin``.
+
+Every method checks the caller's rights itself (Discord's permission hint on the command can be
+changed by server admins and is never trusted) and writes an ``audit_event``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import statistics
+from dataclasses import dataclass, replace
+from datetime import timedelta
+from typing import Any
+
+from bot.core.errors import InvalidInput, NotFound
+from bot.core.grammar import parse_prompt
+from bot.core.models import AuditEvent, BlocklistEntry, GuildSettings, Job, JobState, NsfwRule, User
+from bot.core.moderation import compile_blocklist_term
+from bot.core.service import Actor, Service, utc_midnight
+
+_DURATION = re.compile(r"^\s*(\d{1,4})\s*(m|min|h|d|w)\s*$", re.IGNORECASE)
+_UNITS = {"m": 60, "min": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
+MAX_BAN = timedelta(days=3650)
+
+
+def parse_duration(text: str) -> timedelta:
+    """'30m', '12h', '7d', '2w' → a timedelta (a pure converter, like RoboDanny's)."""
+    match = _DURATION.match(text)
+    if not match:
+        raise InvalidInput(
+            f"'{text}' is not a duration; write a number and a unit: 30m, 12h, 7d or 2w."
+        )
+    seconds = int(match.group(1)) * _UNITS[match.group(2).lower()]
+    if seconds <= 0:
+        raise InvalidInput("A duration must be longer than zero.")
+    return min(timedelta(seconds=seconds), MAX_BAN)
+
+
+@dataclass(frozen=True)
+class QueueEntry:
+    job: Job
+    position: int | None  # 0: running; None: recorded as waiting but not in this engine
+    user: User
+
+
+@dataclass(frozen=True)
+class Stats:
+    jobs_today: int
+    images_today: int
+    by_state: dict[str, int]
+    queue_length: int
+    mean_seconds: float | None
+    p95_seconds: float | None
+
+
+class Admin:
+    def __init__(self, service: Service) -> None:
+        self.service = service
+        self.store = service.store
+
+    async def _check(self, actor: Actor) -> GuildSettings:
+        guild = await self.service.guild(actor)
+        self.service.require_admin(actor, guild)
+        return guild
+
+    async def _audit(
+        self,
+        actor: Actor,
+        action: str,
+        target: str | None = None,
+        reason: str | None = None,
+        **detail: Any,
+    ) -> None:
+        await self.store.add_audit(
+            actor=actor.key,
+            action=action,
+            target=target,
+            reason=reason,
+            guild_id=actor.guild_id,
+            detail=detail,
+        )
+
+    async def _target(self, key: str, name: str | None = None) -> User:
+        return await self.store.get_or_create_user(key, name or key.partition(":")[2])
+
+    # -- users ---------------------------------------------------------------------------------
+
+    async def ban(
+        self,
+        actor: Actor,
+        target_key: str,
+        *,
+        reason: str | None = None,
+        duration: str | None = None,
+        target_name: str | None = None,
+    ) -> User:
+        await self._check(actor)
+        if target_key == actor.key:
+            raise InvalidInput("You cannot ban yourself.")
+        until = None
+        if duration:
+            until = self.service.now() + parse_duration(duration)
+        user = await self._target(target_key, target_name)
+        user = await self.store.set_ban(user.id, banned=True, reason=reason, until=until)
+        for job in await self.store.list_jobs(
+            user_id=user.id, states=[JobState.QUEUED, JobState.RUNNING], limit=1000
+        ):
+            self.service.engine.cancel(job.id)  # a ban stops what they have waiting too
+        await self._audit(
+            actor, "ban", target_key, reason, until=until.isoformat() if until else None
+        )
+        return user
+
+    async def unban(self, actor: Actor, target_key: str, *, reason: str | None = None) -> User:
+        await self._check(actor)
+        user = await self.store.find_user(target_key)
+        if user is None or not user.banned:
+            raise NotFound("That user is not banned.")
+        user = await self.store.set_ban(user.id, banned=False, reason=None, until=None)
+        await self._audit(actor, "unban", target_key, reason)
+        return user
+
+    async def set_quota(
+        self,
+        actor: Actor,
+        target_key: str,
+        daily_images: int | None,
+        *,
+        reset_usage: bool = False,
+        target_name: str | None = None,
+    ) -> User:
+        """Set a user's daily image quota (None: back to the server's), and/or give them
+        today's images back."""
+        await self._check(actor)
+        if daily_images is not None and not 0 <= daily_images <= 100_000:
+            raise InvalidInput("A daily quota goes from 0 to 100000 images.")
+        user = await self._target(target_key, target_name)
+        user = await self.store.set_quota(
+            user.id, daily_quota=daily_images, reset_usage=reset_usage
+        )
+        await self._audit(
+            actor, "quota", target_key, None, daily_images=daily_images, reset=reset_usage
+        )
+        return user
+
+    # -- blocklist -----------------------------------------------------------------------------
+
+    async def block(self, actor: Actor, term: str) -> str:
+        await self._check(actor)
+        pattern = compile_blocklist_term(term)  # raises a clear InvalidInput for bad terms
+        clean = " ".join(term.split()).lower()[:200]
+        await self.store.add_block_term(actor.guild_id, clean, actor.key)
+        await self._audit(actor, "blocklist_add", clean, None, normalised=pattern.normalised)
+        return clean
+
+    async def unblock(self, actor: Actor, term: str) -> str:
+        await self._check(actor)
+        clean = " ".join(term.split()).lower()
+        await self.store.remove_block_term(actor.guild_id, clean)
+        await self._audit(actor, "blocklist_remove", clean)
+        return clean
+
+    async def blocklist(self, actor: Actor) -> list[BlocklistEntry]:
+        await self._check(actor)
+        return await self.store.list_block_terms(actor.guild_id)
+
+    # -- the queue and jobs --------------------------------------------------------------------
+
+    async def queue(self, actor: Actor) -> list[QueueEntry]:
+        await self._check(actor)
+        positions = {e.job_id: e.position for e in self.service.engine.snapshot()}
+        waiting = await self.store.list_jobs(
+            guild_id=actor.guild_id,
+            states=[JobState.QUEUED, JobState.RUNNING],
+            limit=200,
+            oldest_first=True,
+        )
+        entries = [
+            QueueEntry(job, positions.get(job.id), await self.store.get_user(job.user_id))
+            for job in waiting
+        ]
+        return sorted(entries, key=lambda e: (e.position is None, e.position or 0, e.job.id))
+
+    async def cancel(self, actor: Actor, job_id: int, *, reason: str | None = None) -> Job:
+        await self._check(actor)
+        job = await self._job_here(actor, job_id)
+        if job.state.finished:
+            raise InvalidInput(f"Job #{job_id} has already {job.state}.")
+        self.service.engine.cancel(job_id)
+        job = await self.store.finish_job(
+            job_id, JobState.CANCELLED, error="Cancelled by an admin."
+        )
+        await self._audit(actor, "cancel", f"job:{job_id}", reason)
+        return job
+
+    async def purge(self, actor: Actor, job_id: int, *, reason: str | None = None) -> Job:
+        """Delete a job's image files and mark its rows; the adapter deletes its message."""
+        await self._check(actor)
+        job = await self._job_here(actor, job_id)
+        if not job.state.finished:
+            self.service.engine.cancel(job_id)
+        paths = await self.store.purge_job(job_id)
+        deleted = sum([await asyncio.to_thread(self.service.files.delete, p) for p in paths])
+        await self._audit(actor, "purge", f"job:{job_id}", reason, files=deleted)
+        return await self.store.get_job(job_id)
+
+    async def _job_here(self, actor: Actor, job_id: int) -> Job:
+        job = await self.store.get_job(job_id)
+        # A server's admins act on their own server's jobs (the CLI operator on all of them).
+        if actor.guild_id is not None and job.guild_id != actor.guild_id:
+            raise NotFound(f"There is no job #{job_id} on this server.")
+        return job
+
+    # -- server settings -----------------------------------------------------------------------
+
+    async def settings(self, actor: Actor) -> GuildSettings:
+        return await self._check(actor)
+
+    async def update_settings(self, actor: Actor, **changes: Any) -> GuildSettings:
+        """Change this server's rules and defaults; each value is checked before saving."""
+        guild = await self._check(actor)
+        if actor.guild_id is None:
+            raise InvalidInput("Server settings only exist in a server.")
+        limits = self.service.config.limits
+        clean: dict[str, Any] = {}
+        for name, value in changes.items():
+            if name == "nsfw_rule":
+                try:
+                    value = NsfwRule(value)
+                except ValueError:
+                    raise InvalidInput("The NSFW rule is 'block' or 'age_restricted'.") from None
+            elif name == "max_steps" and value is not None:
+                if not 1 <= value <= limits.max_steps:
+                    raise InvalidInput(f"Max steps goes from 1 to {limits.max_steps} here.")
+            elif name == "daily_images_per_user" and value is not None:
+                if not 0 <= value <= 100_000:
+                    raise InvalidInput("A daily quota goes from 0 to 100000 images.")
+            elif name in ("aspect", "steps", "guidance", "sampler") and value is not None:
+                flag = {"aspect": "ar", "guidance": "cfg"}.get(name, name)
+                parsed = parse_prompt(f"x --{flag} {value}", limits=limits)
+                value = (
+                    f"{parsed.aspect[0]}:{parsed.aspect[1]}"
+                    if name == "aspect" and parsed.aspect
+                    else getattr(parsed, name)
+                )
+            elif name in ("allowed_channel_ids", "admin_role_ids"):
+                value = tuple(sorted({int(v) for v in value}))
+            elif name not in ("negative", "blur_flagged"):
+                raise InvalidInput(f"There is no server setting called {name}.")
+            clean[name] = value
+        updated = replace(guild, **clean)
+        await self.store.save_guild_settings(actor.guild_id, updated)
+        await self._audit(
+            actor,
+            "guild_settings",
+            f"guild:{actor.guild_id}",
+            None,
+            **{k: (str(v) if isinstance(v, NsfwRule) else v) for k, v in clean.items()},
+        )
+        return updated
+
+    # -- looking -------------------------------------------------------------------------------
+
+    async def stats(self, actor: Actor) -> Stats:
+        await self._check(actor)
+        since = utc_midnight(self.service.now())
+        raw = await self.store.job_stats(since, guild_id=actor.guild_id)
+        durations = raw["durations"]
+        p95 = None
+        if durations:
+            p95 = durations[min(len(durations) - 1, round(0.95 * (len(durations) - 1)))]
+        return Stats(
+            jobs_today=raw["jobs"],
+            images_today=raw["images"],
+            by_state=raw["by_state"],
+            queue_length=len(self.service.engine.snapshot()),
+            mean_seconds=statistics.fmean(durations) if durations else None,
+            p95_seconds=p95,
+        )
+
+    async def audit_log(self, actor: Actor, limit: int = 20) -> list[AuditEvent]:
+        await self._check(actor)
+        return await self.store.list_audit(guild_id=actor.guild_id, limit=min(limit, 100))

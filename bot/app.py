@@ -98,6 +98,7 @@ async def open_app(settings: Settings, *, with_engine: bool = True) -> AsyncIter
     """The whole stack, ready; stopped and closed on exit. Without the engine for commands
     that only read or change records."""
     from engine.loading import ModelLoadError, load_model
+    from engine.safety import load_safety_checker
     from engine.worker import Engine
 
     db = make_engine(settings.db_url)
@@ -128,8 +129,19 @@ async def open_app(settings: Settings, *, with_engine: bool = True) -> AsyncIter
             batch_max_images=settings.batch_max_images,
             preview_interval=settings.preview_interval,
         )
+        classifier = None
+        if settings.safety_checker:
+            try:
+                classifier = await asyncio.to_thread(
+                    load_safety_checker,
+                    settings.safety_checker,
+                    model=settings.model,
+                    device=settings.device,
+                )
+            except ModelLoadError as exc:
+                raise ConfigError(f"Setting EASEL_SAFETY_CHECKER: {exc}") from None
         engine.start()
-        service = Service(store, files, engine, service_config(settings))
+        service = Service(store, files, engine, service_config(settings), classifier=classifier)
         yield App(settings, store, files, engine, service)
     finally:
         if engine is not None:

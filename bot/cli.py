@@ -62,7 +62,7 @@ async def _run_job(
     submission = await submit(on_progress=bar)
     job = submission.job
     if submission.position:
-        print(f"Job #{job.id} queued at position {submission.position}.", file=sys.stderr)
+        print(f"Job #{job.id} queued: {submission.position} ahead of it.", file=sys.stderr)
     try:
         outcome = await service.finish(submission)
     except (KeyboardInterrupt, asyncio.CancelledError):
@@ -241,7 +241,7 @@ async def cmd_admin(service: Service, args: argparse.Namespace) -> int:
             print(entry.term)
     elif action == "queue":
         for entry in await admin.queue(actor):
-            where = "running" if entry.position == 0 else f"position {entry.position}"
+            where = "running" if entry.job.state == "running" else f"{entry.position or 0} ahead"
             print(
                 f"#{entry.job.id:<5} {where:<12} {entry.user.key:<24} {entry.job.spec.prompt[:60]}"
             )

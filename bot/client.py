@@ -112,7 +112,7 @@ class EaselBot(commands.Bot):
                 await interaction.followup.send(text, ephemeral=True)
             else:
                 await interaction.response.send_message(text, ephemeral=True)
-        except discord.HTTPException:
+        except (discord.HTTPException, RuntimeError):  # RuntimeError: the client is closing
             log.warning("Could not report an error to the user", exc_info=True)
 
     async def close(self) -> None:

@@ -117,7 +117,7 @@ class ModelInfo:
 class QueuedJob:
     job_id: int | None
     owner: str
-    position: int  # 0: running now
+    position: int  # jobs ahead of this one; 0 for the running ones and the next
     images: int
 
 

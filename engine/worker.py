@@ -157,7 +157,7 @@ class Engine:
             position = self._queue.push(
                 request.owner, job, size=request.count, key=request.batch_key()
             )
-            position += len(self._running) > 0
+            position += 1 if self._running else 0
             self._cond.notify()
         return JobHandle(self, job, position)
 
@@ -189,8 +189,10 @@ class Engine:
                 QueuedJob(j.request.job_id, j.request.owner, 0, j.request.count)
                 for j in self._running
             ]
+            # Position: jobs ahead (the running batch counts as one), so 0 is "next".
+            busy = 1 if self._running else 0
             waiting = [
-                QueuedJob(j.request.job_id, j.request.owner, i + 1, j.request.count)
+                QueuedJob(j.request.job_id, j.request.owner, busy + i, j.request.count)
                 for i, j in enumerate(self._queue.order())
             ]
         return running + waiting

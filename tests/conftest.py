@@ -50,3 +50,21 @@ def tiny_model(model_dir):
     from engine.loading import load_model
 
     return load_model("tiny", data_dir=model_dir)
+
+
+@pytest.fixture
+async def fake():
+    from tests.fake_discord import FakeDiscord
+
+    async with FakeDiscord() as fake:
+        yield fake
+
+
+@pytest.fixture
+async def h(fake, store, files, tiny_model, tmp_path):
+    """The real bot, service and engine (tiny model) against the fake Discord server."""
+    from tests.harness import Harness
+
+    harness = Harness(fake, store, files, tiny_model, tmp_path)
+    yield harness
+    harness.close()

@@ -167,7 +167,7 @@ class AdminCog(commands.Cog):
                 return "Nothing is waiting."
             lines = ["**Queue**"]
             for e in entries[:20]:
-                where = "running" if e.position == 0 else f"position {e.position}"
+                where = "running" if e.job.state == "running" else f"{e.position or 0} ahead"
                 who = f"<@{e.user.discord_id}>" if e.user.discord_id else e.user.name
                 prompt = discord.utils.escape_markdown(e.job.spec.prompt[:80])
                 lines.append(f"#{e.job.id} · {where} · {who} · {prompt}")

@@ -287,7 +287,8 @@ class Jobs:
             log.warning("Discord refused a message for a job", exc_info=True)
         except Exception:
             log.exception("A job's delivery failed")
-            with contextlib.suppress(discord.HTTPException):
+            # RuntimeError: the client is closing and its HTTP session is gone.
+            with contextlib.suppress(discord.HTTPException, RuntimeError):
                 await reply.update(
                     "❌ Something went wrong on Easel's side; the owner can find it in the log."
                 )
@@ -318,7 +319,8 @@ class Jobs:
                 await self.deliver_finished(reply, job.id, user_id)
                 return
         else:
-            where = f"queued, position {submission.position}" if submission.position else "starting"
+            ahead = submission.position
+            where = f"queued, {ahead} ahead" if ahead else "starting"
             await reply.update(f"{title[0]} ({where})")
         if reply.message_id is not None and reply.channel_id is not None:
             await self.service.attach_message(job.id, reply.channel_id, reply.message_id)

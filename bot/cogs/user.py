@@ -136,8 +136,8 @@ class UserCog(commands.Cog):
         async def action(actor: Actor) -> str:
             info = await self.bot.service.info(actor)
             mine = ", ".join(
-                f"#{job} ({'running' if pos == 0 else f'position {pos}' if pos else 'waiting'})"
-                for job, pos in info["my_jobs"]
+                f"#{job} ({'running' if state == 'running' else f'{pos or 0} ahead'})"
+                for job, state, pos in info["my_jobs"]
             )
             return (
                 f"**Images left today:** {info['left_today']} of {info['quota']} "

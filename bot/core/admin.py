@@ -40,7 +40,7 @@ def parse_duration(text: str) -> timedelta:
 @dataclass(frozen=True)
 class QueueEntry:
     job: Job
-    position: int | None  # 0: running; None: recorded as waiting but not in this engine
+    position: int | None  # jobs ahead in the engine; None: recorded but not in this engine
     user: User
 
 

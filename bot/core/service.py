@@ -827,7 +827,7 @@ class Service:
             "used_today": used,
             "left_today": max(quota - used, 0),
             "queue_length": len(queue),
-            "my_jobs": [(j.id, positions.get(j.id)) for j in mine],
+            "my_jobs": [(j.id, j.state, positions.get(j.id)) for j in mine],
             "total_jobs": await self.store.count_jobs(user_id=user.id),
             "model": self.engine.info.name,
         }

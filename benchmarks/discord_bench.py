@@ -11,7 +11,7 @@ and a real Engine on the tiny model, connected to tests/fake_discord.py. One use
    interaction callback (type 5, "thinking"), as ``Interaction.wait_for_response`` sees it.
    Discord gives a bot 3 s for it; p50 / p99 / max (p99 by nearest rank, so with 20 samples it
    is the slowest one).
-2. time to the "(queued, position N)" edit: the job admitted (quota, rows) and in the engine.
+2. time to the "(queued, N ahead)" edit: the job admitted (quota, rows) and in the engine.
 3. delivery: once every job is queued, the long job is cancelled with /cancel, and all USERS
    grids must arrive (the original message carries the nine buttons); how many arrived and the
    wall time from the burst to the last grid.
@@ -71,9 +71,9 @@ def _is_grid(message: dict[str, Any]) -> bool:
 
 
 def _was_admitted(message: dict[str, Any]) -> bool:
-    """The bot said the job is in the engine: "(queued, position N)", or "(starting)" and
-    progress when the engine happened to be free."""
-    marks = ("(queued, position", "(starting)", "%)")
+    """The bot said the job is in the engine: "(queued, N ahead)", or "(starting)" and progress
+    when the engine happened to be free."""
+    marks = ("(queued", "(starting)", "%)")
     return any(m in v["content"] for v in message["history"] for m in marks)
 
 
@@ -129,7 +129,7 @@ async def _burst(fake: Any, engine: Any, busy_user: Any, users: list[Any]) -> di
     )
 
     def busy_running() -> bool:
-        return any(e.owner == busy_key and e.position == 0 for e in engine.snapshot())
+        return any(e.owner == busy_key for e in engine.snapshot())  # submitted first: running
 
     # 2. The burst: every user's /imagine at once.
     deferred: list[float] = []

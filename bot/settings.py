@@ -38,7 +38,6 @@ class Settings(BaseSettings):
     device: str = "auto"
     dtype: Literal["auto", "float16", "bfloat16", "float32"] = "auto"
     compile: bool = False
-    upscaler_model: Path | None = None
     safety_checker: str | None = None
 
     # Storage.
@@ -71,7 +70,7 @@ class Settings(BaseSettings):
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
 
     @field_validator(
-        "discord_token", "upscaler_model", "safety_checker", "database_url", mode="before"
+        "discord_token", "safety_checker", "database_url", mode="before"
     )
     @classmethod
     def _empty_is_unset(cls, value: object) -> object:

@@ -77,5 +77,5 @@ def test_the_example_file_loads_as_is(tmp_path):
     example = Path(__file__).parents[1] / ".env.example"
     (tmp_path / ".env").write_text(example.read_text())
     s = load_settings()
-    assert s.discord_token is None and s.upscaler_model is None and s.database_url is None
+    assert s.discord_token is None and s.safety_checker is None and s.database_url is None
     assert s.model == "tiny" and s.admin_role_ids == []

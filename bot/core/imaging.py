@@ -89,8 +89,9 @@ def fit_for_upload(png: bytes, limit: int, stem: str) -> tuple[bytes, str]:
             image.save(buffer, format=fmt, quality=quality)
             if buffer.tell() <= limit:
                 return buffer.getvalue(), f"{stem}.{ext}"
-    scale = (limit / len(png)) ** 0.5
-    smaller = image.resize((max(8, int(image.width * scale)), max(8, int(image.height * scale))))
-    buffer = io.BytesIO()
-    smaller.save(buffer, format="JPEG", quality=80)
-    return buffer.getvalue(), f"{stem}.jpg"
+    while True:  # still too big at the lowest quality: make it smaller until it fits
+        image = image.resize((max(8, int(image.width * 0.7)), max(8, int(image.height * 0.7))))
+        buffer = io.BytesIO()
+        image.save(buffer, format="JPEG", quality=70)
+        if buffer.tell() <= limit or image.width == 8 or image.height == 8:
+            return buffer.getvalue(), f"{stem}.jpg"

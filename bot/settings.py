@@ -69,9 +69,7 @@ class Settings(BaseSettings):
 
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
 
-    @field_validator(
-        "discord_token", "safety_checker", "database_url", mode="before"
-    )
+    @field_validator("discord_token", "safety_checker", "database_url", mode="before")
     @classmethod
     def _empty_is_unset(cls, value: object) -> object:
         # `.env.example` lists optional settings as `NAME=`; an empty value means "not set".

@@ -6,24 +6,20 @@ because a server can override the hint."""
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Literal
 
 import discord
 from discord import app_commands
 from discord.ext import commands
 
-from bot.cogs.imagine import actor_from
+from bot.cogs.common import actor_from, answer_privately
 from bot.cogs.user import SAMPLER_CHOICES
 from bot.core.admin import Admin
-from bot.core.errors import EaselError
 from bot.core.models import GuildSettings
 from bot.core.service import Actor
 
 if TYPE_CHECKING:
     from bot.client import EaselBot
-
-Action = Callable[[Actor], Awaitable[str]]
 
 
 def describe_guild(g: GuildSettings) -> str:
@@ -59,14 +55,6 @@ class AdminCog(commands.Cog):
     def admin_service(self) -> Admin:
         return Admin(self.bot.service)
 
-    async def _run(self, interaction: discord.Interaction, action: Action) -> None:
-        await interaction.response.defer(ephemeral=True, thinking=True)
-        try:
-            text = await action(actor_from(interaction))
-        except EaselError as exc:
-            text = f"❌ {exc}"
-        await interaction.followup.send(text[:2000], ephemeral=True)
-
     @admin.command(name="ban", description="Stop a member from using Easel")
     @app_commands.describe(duration="For how long: 30m, 12h, 7d, 2w (default: until unbanned)")
     async def ban(
@@ -91,7 +79,7 @@ class AdminCog(commands.Cog):
             )
             return f"{user.mention} is banned from Easel{until}."
 
-        await self._run(interaction, action)
+        await answer_privately(interaction, action)
 
     @admin.command(name="unban", description="Let a member use Easel again")
     async def unban(
@@ -101,7 +89,7 @@ class AdminCog(commands.Cog):
             await self.admin_service.unban(actor, f"discord:{user.id}", reason=reason)
             return f"{user.mention} may use Easel again."
 
-        await self._run(interaction, action)
+        await answer_privately(interaction, action)
 
     @admin.command(name="quota", description="Set a member's daily images, or give today's back")
     @app_commands.describe(
@@ -131,21 +119,21 @@ class AdminCog(commands.Cog):
             quota = updated.daily_quota if updated.daily_quota is not None else "the server's"
             return f"{user.mention}: {quota} images a day" + (", today's reset." if reset else ".")
 
-        await self._run(interaction, action)
+        await answer_privately(interaction, action)
 
     @admin.command(name="block", description="Block a term in prompts (* is a wildcard)")
     async def block(self, interaction: discord.Interaction, term: str) -> None:
         async def action(actor: Actor) -> str:
             return f"Blocked `{await self.admin_service.block(actor, term)}`."
 
-        await self._run(interaction, action)
+        await answer_privately(interaction, action)
 
     @admin.command(name="unblock", description="Remove a term from the blocklist")
     async def unblock(self, interaction: discord.Interaction, term: str) -> None:
         async def action(actor: Actor) -> str:
             return f"Unblocked `{await self.admin_service.unblock(actor, term)}`."
 
-        await self._run(interaction, action)
+        await answer_privately(interaction, action)
 
     @admin.command(name="blocklist", description="The blocked terms")
     async def blocklist(self, interaction: discord.Interaction) -> None:
@@ -157,7 +145,7 @@ class AdminCog(commands.Cog):
                 f"• `{e.term}`" + (" (everywhere)" if e.guild_id is None else "") for e in entries
             )
 
-        await self._run(interaction, action)
+        await answer_privately(interaction, action)
 
     @admin.command(name="queue", description="Jobs waiting or running on this server")
     async def queue(self, interaction: discord.Interaction) -> None:
@@ -173,7 +161,7 @@ class AdminCog(commands.Cog):
                 lines.append(f"#{e.job.id} · {where} · {who} · {prompt}")
             return "\n".join(lines)
 
-        await self._run(interaction, action)
+        await answer_privately(interaction, action)
 
     @admin.command(name="cancel", description="Cancel anyone's job")
     async def cancel(
@@ -186,7 +174,7 @@ class AdminCog(commands.Cog):
             await self.admin_service.cancel(actor, job, reason=reason)
             return f"Job #{job} is cancelled."
 
-        await self._run(interaction, action)
+        await answer_privately(interaction, action)
 
     @admin.command(name="purge", description="Delete a job's images and its message")
     async def purge(
@@ -207,14 +195,14 @@ class AdminCog(commands.Cog):
                     return f"Job #{job}'s images are deleted, but its message could not be."
             return f"Job #{job} is purged: its images and its message are deleted."
 
-        await self._run(interaction, action)
+        await answer_privately(interaction, action)
 
     @admin.command(name="settings", description="Show this server's Easel settings")
     async def settings(self, interaction: discord.Interaction) -> None:
         async def action(actor: Actor) -> str:
             return describe_guild(await self.admin_service.settings(actor))
 
-        await self._run(interaction, action)
+        await answer_privately(interaction, action)
 
     @admin.command(name="set", description="Change this server's rules and defaults")
     @app_commands.describe(
@@ -260,7 +248,7 @@ class AdminCog(commands.Cog):
                 await self.admin_service.update_settings(actor, **changes)
             )
 
-        await self._run(interaction, action)
+        await answer_privately(interaction, action)
 
     @admin.command(name="channel", description="Choose the channels Easel works in")
     async def channel(
@@ -282,7 +270,7 @@ class AdminCog(commands.Cog):
             updated = await self.admin_service.update_settings(actor, allowed_channel_ids=current)
             return describe_guild(updated)
 
-        await self._run(interaction, action)
+        await answer_privately(interaction, action)
 
     @admin.command(name="role", description="Give or take a role's Easel admin rights")
     async def role(
@@ -298,7 +286,7 @@ class AdminCog(commands.Cog):
                 await self.admin_service.update_settings(actor, admin_role_ids=roles)
             )
 
-        await self._run(interaction, action)
+        await answer_privately(interaction, action)
 
     @admin.command(name="stats", description="Today's jobs, images and generation times")
     async def stats(self, interaction: discord.Interaction) -> None:
@@ -315,7 +303,7 @@ class AdminCog(commands.Cog):
                 f"**Queue**: {s.queue_length} · **generation time**: {times}"
             )
 
-        await self._run(interaction, action)
+        await answer_privately(interaction, action)
 
     @admin.command(name="audit", description="Recent admin actions and refusals")
     async def audit(
@@ -337,7 +325,7 @@ class AdminCog(commands.Cog):
                 )
             return "\n".join(lines)
 
-        await self._run(interaction, action)
+        await answer_privately(interaction, action)
 
 
 class ForgetMeView(discord.ui.View):

@@ -21,6 +21,7 @@ from discord.ext import commands
 from PIL import Image as PILImage
 from PIL import ImageFilter
 
+from bot.cogs.common import actor_from
 from bot.core.errors import BadImage, EaselError, NotFound
 from bot.core.imaging import check_upload_meta, compose_grid, fit_for_upload
 from bot.core.models import Image, Job
@@ -41,25 +42,6 @@ TOKEN_LIFETIME = 15 * 60 - 30
 PROGRESS_EDIT_INTERVAL = 2.0
 DEFAULT_UPLOAD_LIMIT = 10 * 1024 * 1024  # bytes, without server boosts
 PROMPT_SHOWN = 600  # characters of the prompt shown in a message (2,000 in all)
-
-
-def actor_from(interaction: discord.Interaction) -> Actor:
-    """Who pressed or typed, from what Discord itself sent (permissions are resolved by
-    Discord for this member in this channel; the command's permission hint is not trusted)."""
-    user = interaction.user
-    channel = interaction.channel
-    is_nsfw = getattr(channel, "is_nsfw", None)
-    perms = interaction.permissions
-    in_guild = interaction.guild_id is not None
-    return Actor(
-        key=f"discord:{user.id}",
-        name=user.name,
-        guild_id=interaction.guild_id,
-        channel_id=interaction.channel_id,
-        nsfw_channel=bool(is_nsfw()) if callable(is_nsfw) else False,
-        is_admin=in_guild and (perms.manage_guild or perms.administrator),
-        role_ids=tuple(r.id for r in getattr(user, "roles", ())),
-    )
 
 
 def _png(image: PILImage.Image) -> bytes:

@@ -2,15 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING
 
 import discord
 from discord import app_commands
 from discord.ext import commands
 
-from bot.cogs.imagine import actor_from
-from bot.core.errors import EaselError
+from bot.cogs.common import answer_privately
 from bot.core.grammar import SAMPLERS
 from bot.core.models import UserSettings
 from bot.core.service import Actor
@@ -19,7 +17,6 @@ if TYPE_CHECKING:
     from bot.client import EaselBot
 
 HISTORY_PAGE = 5
-Action = Callable[[Actor], Awaitable[str]]
 SAMPLER_CHOICES = [app_commands.Choice(name=v, value=k) for k, v in SAMPLERS.items()]
 
 
@@ -39,30 +36,18 @@ def describe_settings(s: UserSettings) -> str:
     )
 
 
-async def _say(interaction: discord.Interaction, text: str) -> None:
-    await interaction.followup.send(text[:2000], ephemeral=True)
-
-
 class UserCog(commands.Cog):
     settings = app_commands.Group(name="settings", description="Your personal defaults")
 
     def __init__(self, bot: EaselBot) -> None:
         self.bot = bot
 
-    async def _run(self, interaction: discord.Interaction, action: Action) -> None:
-        await interaction.response.defer(ephemeral=True, thinking=True)
-        try:
-            text = await action(actor_from(interaction))
-        except EaselError as exc:
-            text = f"❌ {exc}"
-        await _say(interaction, text)
-
     @settings.command(name="show", description="Show your defaults and presets")
     async def settings_show(self, interaction: discord.Interaction) -> None:
         async def action(actor: Actor) -> str:
             return describe_settings(await self.bot.service.settings(actor))
 
-        await self._run(interaction, action)
+        await answer_privately(interaction, action)
 
     @settings.command(name="set", description="Change your defaults (empty text clears one)")
     @app_commands.describe(
@@ -110,7 +95,7 @@ class UserCog(commands.Cog):
                 await self.bot.service.update_settings(actor, **changes)
             )
 
-        await self._run(interaction, action)
+        await answer_privately(interaction, action)
 
     @settings.command(name="preset", description="Save parameters under a name for --preset")
     @app_commands.describe(name="Preset name", parameters="e.g. --ar 16:9 --steps 30 --no text")
@@ -121,7 +106,7 @@ class UserCog(commands.Cog):
             await self.bot.service.save_preset(actor, name, parameters)
             return f"Saved preset `{name.strip().lower()}`: use it with `--preset {name}`."
 
-        await self._run(interaction, action)
+        await answer_privately(interaction, action)
 
     @settings.command(name="unpreset", description="Delete a preset")
     async def settings_unpreset(self, interaction: discord.Interaction, name: str) -> None:
@@ -129,7 +114,7 @@ class UserCog(commands.Cog):
             await self.bot.service.delete_preset(actor, name)
             return f"Deleted preset `{name}`."
 
-        await self._run(interaction, action)
+        await answer_privately(interaction, action)
 
     @app_commands.command(name="info", description="Your images left today and your queue")
     async def info(self, interaction: discord.Interaction) -> None:
@@ -146,7 +131,7 @@ class UserCog(commands.Cog):
                 f"{info['total_jobs']} · **model:** `{info['model']}`"
             )
 
-        await self._run(interaction, action)
+        await answer_privately(interaction, action)
 
     @app_commands.command(name="history", description="Your recent jobs")
     @app_commands.describe(search="Only prompts containing this", page="Page (1 is the newest)")
@@ -174,7 +159,7 @@ class UserCog(commands.Cog):
             lines.append("Bring one back with `/show job:<number>`.")
             return "\n".join(lines)
 
-        await self._run(interaction, action)
+        await answer_privately(interaction, action)
 
     @app_commands.command(name="cancel", description="Cancel your queued or running job")
     @app_commands.describe(job="The job number (default: your latest)")
@@ -185,4 +170,4 @@ class UserCog(commands.Cog):
             cancelled = await self.bot.service.cancel(actor, job)
             return f"Job #{cancelled.id} is cancelled; nothing was charged."
 
-        await self._run(interaction, action)
+        await answer_privately(interaction, action)

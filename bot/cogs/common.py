@@ -1,0 +1,41 @@
+"""What every command shares: who is asking, and answering only them."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+
+import discord
+
+from bot.core.errors import EaselError
+from bot.core.service import Actor
+
+Action = Callable[[Actor], Awaitable[str]]
+
+
+def actor_from(interaction: discord.Interaction) -> Actor:
+    """Who pressed or typed, from what Discord itself sent (permissions are resolved by
+    Discord for this member in this channel; the command's permission hint is not trusted)."""
+    user = interaction.user
+    channel = interaction.channel
+    is_nsfw = getattr(channel, "is_nsfw", None)
+    perms = interaction.permissions
+    in_guild = interaction.guild_id is not None
+    return Actor(
+        key=f"discord:{user.id}",
+        name=user.name,
+        guild_id=interaction.guild_id,
+        channel_id=interaction.channel_id,
+        nsfw_channel=bool(is_nsfw()) if callable(is_nsfw) else False,
+        is_admin=in_guild and (perms.manage_guild or perms.administrator),
+        role_ids=tuple(r.id for r in getattr(user, "roles", ())),
+    )
+
+
+async def answer_privately(interaction: discord.Interaction, action: Action) -> None:
+    """Defer (ephemeral) at once, run ``action`` for the caller, show its text or its error."""
+    await interaction.response.defer(ephemeral=True, thinking=True)
+    try:
+        text = await action(actor_from(interaction))
+    except EaselError as exc:
+        text = f"❌ {exc}"
+    await interaction.followup.send(text[:2000], ephemeral=True)

@@ -119,6 +119,7 @@ async def open_app(settings: Settings, *, with_engine: bool = True) -> AsyncIter
                 device=settings.device,
                 dtype=settings.dtype,
                 compile_unet=settings.compile,
+                cpu_threads=settings.cpu_threads,
             )
         except ModelLoadError as exc:
             raise ConfigError(f"Setting EASEL_MODEL: {exc}") from None

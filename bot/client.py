@@ -52,9 +52,14 @@ class EaselBot(commands.Bot):
         self.tree.on_error = self.on_app_command_error  # type: ignore[method-assign]
 
     def spawn(self, coro: Coroutine[Any, Any, Any]) -> asyncio.Task[Any]:
-        task = asyncio.create_task(coro)
-        self._tasks.add(task)  # the loop keeps only weak references to tasks
-        task.add_done_callback(self._tasks.discard)
+        return self.track(asyncio.create_task(coro))
+
+    def track(self, task: asyncio.Task[Any] | None) -> asyncio.Task[Any] | None:
+        """Keep a reference (the loop holds only weak ones) and cancel it when closing; jobs
+        cut short this way stay queued in the database and resume at the next start."""
+        if task is not None:
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
         return task
 
     async def add_easel_commands(self) -> None:

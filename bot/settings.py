@@ -38,6 +38,7 @@ class Settings(BaseSettings):
     device: str = "auto"
     dtype: Literal["auto", "float16", "bfloat16", "float32"] = "auto"
     compile: bool = False
+    cpu_threads: int = Field(default=0, ge=0, le=1024)
     safety_checker: str | None = None
 
     # Storage.

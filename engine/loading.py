@@ -151,6 +151,7 @@ def load_model(
     device: str = "auto",
     dtype: str = "auto",
     compile_unet: bool = False,
+    cpu_threads: int = 0,
 ) -> LoadedModel:
     """Load ``name`` and prepare it for batch-invariant, shared-weight generation."""
     # A server's log is no terminal: no progress bars while loading.
@@ -158,6 +159,10 @@ def load_model(
     transformers.utils.logging.disable_progress_bar()
     torch_device = pick_device(device)
     torch_dtype = pick_dtype(dtype, torch_device)
+    if torch_device.type == "cpu":
+        # torch's threads spin while they wait; on a small machine they starve the event loop
+        # and everything else. Leave one core free unless told otherwise.
+        torch.set_num_threads(cpu_threads or max(1, (os.cpu_count() or 2) - 1))
     kwargs: dict[str, Any] = {"dtype": torch_dtype}
     path = Path(name).expanduser()
     try:

@@ -263,6 +263,7 @@ class Jobs:
         user_id: int | None,
     ) -> None:
         """Submit, show the queue position and progress, then the result (or the error)."""
+        self.bot.track(asyncio.current_task())  # so closing the bot stops the delivery
         try:
             await self._run(reply, submit, user_id)
         except discord.HTTPException:

@@ -166,7 +166,8 @@ class Service:
         # One outcome per job, for everyone waiting on it (a double click waits with the first).
         self._outcomes: dict[int, asyncio.Future[Outcome]] = {}
         self._last_request: dict[str, float] = {}
-        self._tasks: set[asyncio.Task[Any]] = set()
+        # The "running" write of each started job, awaited before its result is recorded.
+        self._started: dict[int, asyncio.Task[Any]] = {}
         # Quota and queue checks read, then write; one admission at a time keeps them honest.
         self._admission = asyncio.Lock()
 
@@ -597,7 +598,7 @@ class Service:
 
         def progress(p: Progress) -> None:
             if p.step == 0:
-                self._spawn(self.store.mark_running(job.id))
+                self._started[job.id] = asyncio.ensure_future(self.store.mark_running(job.id))
             if on_progress is not None:
                 on_progress(p)
 
@@ -644,11 +645,6 @@ class Service:
             job_id=job.id,
         )
 
-    def _spawn(self, coro: Any) -> None:
-        task = asyncio.ensure_future(coro)
-        self._tasks.add(task)  # keep a reference until done (asyncio holds only weak ones)
-        task.add_done_callback(self._tasks.discard)
-
     async def finish(self, submission: Submission) -> Outcome:
         """Wait for the engine, store the images, charge the quota; or record the failure."""
         job = submission.job
@@ -662,6 +658,9 @@ class Service:
             raise GenerationFailed(f"Job #{job.id} is {job.state}.")
         try:
             outcome = await self._finish(job)
+        except asyncio.CancelledError:
+            pending.cancel()
+            raise
         except BaseException as exc:
             pending.set_exception(exc)
             pending.exception()  # retrieved: nobody else may be waiting
@@ -688,12 +687,10 @@ class Service:
             raise GenerationFailed(f"Job #{job.id} failed: {exc} Nothing was charged.") from None
         finally:
             self._handles.pop(job.id, None)
-        await self._drain()
+        started = self._started.pop(job.id, None)
+        if started is not None:  # so "running" never lands after "done"
+            await asyncio.gather(started, return_exceptions=True)
         return await self._record(job, result.images, result.repro)
-
-    async def _drain(self) -> None:
-        if self._tasks:
-            await asyncio.gather(*self._tasks, return_exceptions=True)
 
     async def _record(
         self, job: Job, images: tuple[PILImage.Image, ...], repro: dict[str, Any]

@@ -123,7 +123,7 @@ async def test_job_lifecycle_records_images_and_charges_only_delivered(store):
     u = await store.get_or_create_user("local:c", "c")
     job = await new_job(store, u, guild_id=10, channel_id=11)
     assert job.state is JobState.QUEUED and job.spec == spec()
-    assert await store.images_pending(u.id) == 4
+    assert await store.pending(u.id) == (1, 4)
     running = await store.mark_running(job.id)
     assert running.state is JobState.RUNNING and running.attempts == 1 and running.started_at
     done = await store.finish_job(
@@ -134,7 +134,7 @@ async def test_job_lifecycle_records_images_and_charges_only_delivered(store):
     assert (await store.get_image(job.id, 1)).seed == 8
     midnight = datetime.now(UTC).replace(hour=0, minute=0, second=0, microsecond=0)
     assert await store.images_charged_since(u.id, midnight) == 3
-    assert await store.images_pending(u.id) == 0
+    assert await store.pending(u.id) == (0, 0)
 
     failed = await new_job(store, u)
     await store.finish_job(failed.id, JobState.FAILED, error="out of memory")

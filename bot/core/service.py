@@ -242,17 +242,14 @@ class Service:
             wait = (last + self.config.cooldown_seconds - time.monotonic()) if last else 0
             if wait > 0:
                 raise CoolingDown(f"Slow down: wait {wait:.0f} s before your next request.")
-            unfinished = await self.store.list_jobs(
-                user_id=user.id, states=[JobState.QUEUED, JobState.RUNNING], limit=1000
-            )
-            if len(unfinished) >= self.config.max_queued_per_user:
+            unfinished, pending = await self.store.pending(user.id)
+            if unfinished >= self.config.max_queued_per_user:
                 raise TooManyJobs(
-                    f"You already have {len(unfinished)} jobs waiting or running (the limit is "
+                    f"You already have {unfinished} jobs waiting or running (the limit is "
                     f"{self.config.max_queued_per_user}). Wait for one or /cancel one."
                 )
             quota = self.daily_quota(user, guild)
             used = await self.images_used_today(user)
-            pending = await self.store.images_pending(user.id)
             left = quota - used - pending
             if images > left:
                 reset = utc_midnight(now) + timedelta(days=1)
@@ -695,29 +692,20 @@ class Service:
     async def _record(
         self, job: Job, images: tuple[PILImage.Image, ...], repro: dict[str, Any]
     ) -> Outcome:
-        new_images: list[NewImage] = []
-        withheld = 0
-        for index, image in enumerate(images):
-            seed = image_seed(job.spec.seed, index)
-            parameters = format_parameters(
-                prompt=job.spec.prompt,
-                negative=job.spec.negative,
-                steps=job.spec.steps,
-                sampler=job.spec.sampler,
-                guidance=job.spec.guidance,
-                seed=seed,
-                width=image.width,
-                height=image.height,
-                model=job.model,
-                strength=job.spec.strength,
-                tile=job.spec.tile,
-            )
-            flagged = await self._flagged(image)
-            withheld += flagged
-            path, digest, _ = await asyncio.to_thread(self.files.save_png, image, parameters)
-            new_images.append(
-                NewImage(index, seed, image.width, image.height, path, digest, withheld=flagged)
-            )
+        flags = [await self._flagged(image) for image in images]
+        withheld = sum(flags)
+
+        def save_all() -> list[NewImage]:  # one trip off the loop for all the encoding
+            saved = []
+            for index, (image, flagged) in enumerate(zip(images, flags, strict=True)):
+                seed = image_seed(job.spec.seed, index)
+                path, digest, _ = self.files.save_png(image, self._parameters(job, seed, image))
+                saved.append(
+                    NewImage(index, seed, image.width, image.height, path, digest, flagged)
+                )
+            return saved
+
+        new_images = await asyncio.to_thread(save_all)
         job = await self.store.finish_job(job.id, JobState.DONE, repro=repro, images=new_images)
         if withheld:
             await self.store.add_audit(
@@ -728,6 +716,22 @@ class Service:
                 guild_id=job.guild_id,
             )
         return Outcome(job, await self.store.get_images(job.id))
+
+    @staticmethod
+    def _parameters(job: Job, seed: int, image: PILImage.Image) -> str:
+        return format_parameters(
+            prompt=job.spec.prompt,
+            negative=job.spec.negative,
+            steps=job.spec.steps,
+            sampler=job.spec.sampler,
+            guidance=job.spec.guidance,
+            seed=seed,
+            width=image.width,
+            height=image.height,
+            model=job.model,
+            strength=job.spec.strength,
+            tile=job.spec.tile,
+        )
 
     async def _flagged(self, image: PILImage.Image) -> bool:
         if self.classifier is None:

@@ -426,13 +426,15 @@ class Store:
         async with self._sessions() as s:
             return int(await s.scalar(query) or 0)
 
-    async def images_pending(self, user_id: int) -> int:
-        """Images this user's queued and running jobs will make (reserved against the quota)."""
-        query = select(func.coalesce(func.sum(JobRow.count), 0)).where(
+    async def pending(self, user_id: int) -> tuple[int, int]:
+        """This user's queued and running jobs, and the images they will make (reserved
+        against the quota), in one query."""
+        query = select(func.count(JobRow.id), func.coalesce(func.sum(JobRow.count), 0)).where(
             JobRow.user_id == user_id, JobRow.state.in_(UNFINISHED)
         )
         async with self._sessions() as s:
-            return int(await s.scalar(query) or 0)
+            jobs, images = (await s.execute(query)).one()
+            return int(jobs), int(images)
 
     async def job_stats(self, since: datetime, guild_id: int | None = None) -> dict[str, Any]:
         query = select(JobRow.state, JobRow.started_at, JobRow.finished_at, JobRow.charged_images)

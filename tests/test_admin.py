@@ -257,3 +257,30 @@ async def test_admin_stats_queue_and_audit_through_discord(h):
         assert "blocklist_add" in audit
         queue = await slash_text(h, "admin queue", user=h.fake.owner_id)
         assert "Nothing is waiting" in queue
+
+
+async def test_the_rest_of_admin_through_discord(h):
+    async def say(name, options=None):
+        return await slash_text(h, name, options or {}, user=h.fake.owner_id)
+
+    user = h.fake.user_id
+    async with h.bot():
+        assert "is banned" in await say("admin ban", {"user": user, "duration": "2h"})
+        assert "may use Easel again" in await say("admin unban", {"user": user})
+        assert "not banned" in await say("admin unban", {"user": user})
+        assert "12 images a day" in await say("admin quota", {"user": user, "daily": 12})
+        assert "the server's images a day" in await say(
+            "admin quota", {"user": user, "default": True}
+        )
+        assert "Blocked `drag*n`" in await say("admin block", {"term": "Drag*n"})
+        assert "`drag*n`" in await say("admin blocklist")
+        assert "Unblocked" in await say("admin unblock", {"term": "drag*n"})
+        assert "empty" in await say("admin blocklist")
+        shown = await say("admin channel", {"action_": "allow", "channel": h.fake.channel_id})
+        assert f"<#{h.fake.channel_id}>" in shown
+        assert "every channel" in await say("admin channel", {"action_": "everywhere"})
+        role = await say("admin role", {"action_": "add", "role": h.fake.admin_role_id})
+        assert f"<@&{h.fake.admin_role_id}>" in role
+        assert "NSFW: blocked" in await say("admin settings")
+        assert "1:4 to 4:1" in await say("admin set", {"aspect": "9:1"})
+        assert "no job #999" in await say("admin cancel", {"job": 999})

@@ -289,3 +289,36 @@ async def test_logs_never_hold_tokens(h, caplog):
     assert redact.redact(f"POST /interactions/1/{interaction.token}/callback") == (
         "POST /interactions/1/[redacted]/callback"
     )
+
+
+async def test_the_other_buttons_reroll_and_vary_subtle_or_strong(h):
+    async with h.bot():
+        _, grid = await h.imagine("a castle --seed 3")
+        job = job_id_of(grid)
+        rerolled = await h.done(await h.fake.click(grid, f"easel:r:{job}"))
+        single = await h.done(await h.fake.click(grid, f"easel:u:{job}:2"))
+        subtle = await h.done(await h.fake.click(single, f"easel:vs:{job}:2"))
+        strong = await h.done(await h.fake.click(single, f"easel:vS:{job}:2"))
+    reroll_job = await h.store.get_job(job_id_of(rerolled))
+    assert reroll_job.kind.value == "reroll" and reroll_job.spec.seed != 3
+    subtle_job = await h.store.get_job(job_id_of(subtle))
+    strong_job = await h.store.get_job(job_id_of(strong))
+    assert (subtle_job.spec.strength, strong_job.spec.strength) == (0.35, 0.65)
+    assert subtle_job.parent_index == strong_job.parent_index == 2
+
+
+async def test_settings_show_and_presets(h):
+    async def say(name, options=None):
+        interaction = await h.fake.slash(name, options or {})
+        return (await interaction.wait_for_followup(timeout=WAIT))["content"]
+
+    async with h.bot():
+        assert "Your defaults" in await say("settings show")
+        saved = await say("settings preset", {"name": "Wide", "parameters": "--ar 21:9 --steps 3"})
+        assert "--preset Wide" in saved
+        assert "`wide`: `--ar 21:9 --steps 3`" in await say("settings show")
+        assert "only parameters" in await say("settings preset", {"name": "x", "parameters": "a"})
+        _, grid = await h.imagine("a bridge --preset wide --seed 1")
+        assert (await h.store.get_job(job_id_of(grid))).spec.aspect == (21, 9)
+        assert "Deleted preset" in await say("settings unpreset", {"name": "wide"})
+        assert "no preset called" in await say("settings unpreset", {"name": "wide"})

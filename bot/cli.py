@@ -213,25 +213,20 @@ async def cmd_admin(service: Service, args: argparse.Namespace) -> int:
 
     admin, actor, action = Admin(service), _actor(args), args.admin_command
     if action == "ban":
-        user = await admin.ban(
-            actor, _user_key(args.target), reason=args.reason, duration=args.duration
-        )
-        until = f" until {user.banned_until:%Y-%m-%d %H:%M} UTC" if user.banned_until else ""
-        print(f"{user.key} is banned{until}.")
+        target = _user_key(args.target)
+        ban = await admin.ban(actor, target, reason=args.reason, duration=args.duration)
+        until = f" until {ban.banned_until:%Y-%m-%d %H:%M} UTC" if ban.banned_until else ""
+        print(f"{target} is banned everywhere{until}.")
     elif action == "unban":
-        print(
-            f"{(await admin.unban(actor, _user_key(args.target), reason=args.reason)).key} "
-            "may use Easel again."
-        )
+        await admin.unban(actor, _user_key(args.target), reason=args.reason)
+        print(f"{_user_key(args.target)} may use Easel again.")
     elif action == "quota":
         if args.daily != "default" and not args.daily.isdigit():
             raise InvalidInput("The quota is a number of images a day, or 'default'.")
         daily = None if args.daily == "default" else int(args.daily)
-        user = await admin.set_quota(actor, _user_key(args.target), daily, reset_usage=args.reset)
-        print(
-            f"{user.key}: {user.daily_quota if user.daily_quota is not None else 'default'} "
-            "images a day" + (", today's reset." if args.reset else ".")
-        )
+        target = _user_key(args.target)
+        quota = await admin.set_quota(actor, target, daily, reset_usage=args.reset)
+        print(f"{target}: {quota} images a day" + (", today's given back." if args.reset else "."))
     elif action == "block":
         print(f"Blocked '{await admin.block(actor, args.term)}'.")
     elif action == "unblock":

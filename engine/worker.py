@@ -147,13 +147,13 @@ class Engine:
         ``on_progress(Progress)`` is called on ``loop`` (thread-safely) when given, else on the
         engine thread.
         """
-        if self._stop.is_set():
-            raise EngineStopped("Easel is shutting down.")
         problem = request.problem()
         if problem is not None:
             raise GenerationError(problem)
         job = _Job(next(self._tickets), request, concurrent.futures.Future(), on_progress, loop)
         with self._cond:
+            if self._stop.is_set():  # checked under the lock that stop() takes, so no job
+                raise EngineStopped("Easel is shutting down.")  # slips in after it
             position = self._queue.push(
                 request.owner, job, size=request.count, key=request.batch_key()
             )
@@ -295,7 +295,7 @@ class Engine:
         for job, job_images in zip(live, images, strict=True):
             if job.cancelled.is_set() or job.future.done():
                 continue
-            job.future.set_result(GenerationResult(tuple(job_images), repro, seconds, batch_images))
+            _settle(job, GenerationResult(tuple(job_images), repro, seconds, batch_images))
             self._health.jobs_done += 1
 
 
@@ -314,10 +314,15 @@ def _notify(job: _Job, step: int, total: int, preview: Image.Image | None) -> No
             log.exception("Progress callback failed")
 
 
+def _settle(job: _Job, result: GenerationResult) -> None:
+    # A cancel on another thread may have failed the future a moment ago; it stays failed.
+    with contextlib.suppress(concurrent.futures.InvalidStateError):
+        job.future.set_result(result)
+
+
 def _fail(job: _Job, error: EngineError | None) -> None:
-    if job.future.done():
-        return
-    job.future.set_exception(error or JobCancelled("Cancelled."))
+    with contextlib.suppress(concurrent.futures.InvalidStateError):  # settled already
+        job.future.set_exception(error or JobCancelled("Cancelled."))
 
 
 def _free_memory() -> None:

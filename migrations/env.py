@@ -10,7 +10,7 @@ from alembic import context
 from sqlalchemy.engine import Connection
 
 from bot.store.db import make_engine
-from bot.store.tables import Base
+from bot.store.tables import Base, UTCDateTime
 
 config = context.config
 target_metadata = Base.metadata
@@ -25,6 +25,13 @@ def _url() -> str:
     return load_settings().db_url
 
 
+def render_item(type_: str, obj: object, autogen_context: object) -> str | bool:
+    # Migrations must not import application types; UTC handling lives in the models.
+    if type_ == "type" and isinstance(obj, UTCDateTime):
+        return "sa.DateTime()"
+    return False
+
+
 def do_run_migrations(connection: Connection) -> None:
     context.configure(
         connection=connection,
@@ -32,6 +39,7 @@ def do_run_migrations(connection: Connection) -> None:
         # SQLite cannot ALTER most things; batch mode copies the table instead.
         render_as_batch=True,
         compare_type=True,
+        render_item=render_item,
     )
     with context.begin_transaction():
         context.run_migrations()

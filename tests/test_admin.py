@@ -66,7 +66,10 @@ async def test_every_admin_action_checks_rights_and_is_audited(service, store):
     await service.finish(await service.imagine(ANN, "a fox"))
     with pytest.raises(QuotaExceeded):
         await service.imagine(ANN, "another")
-    await admin.set_quota(MOD, "discord:1", 4, reset_usage=True)
+    with pytest.raises(InvalidInput, match="Only the operator"):
+        await admin.set_quota(MOD, "discord:1", 4, reset_usage=True)
+    operator = Actor(key="local:owner", name="owner", is_admin=True)
+    await admin.set_quota(operator, "discord:1", None, reset_usage=True)
     await service.imagine(ANN, "after the reset")
     actions = [e.action for e in await store.list_audit(guild_id=100, limit=50)]
     assert {"ban", "unban", "quota"} <= set(actions) and "refuse" in actions
@@ -176,7 +179,7 @@ async def test_an_admins_ban_blocks_the_next_imagine(h):
         refused = await h.fake.wait_for_message(
             lambda m: m["id"] == interaction.original_id and "❌" in m["content"], timeout=WAIT
         )
-    assert "banned from using Easel: spam" in refused["content"]
+    assert "banned from using Easel on this server: spam" in refused["content"]
     assert await h.store.count_jobs() == 0
 
 
@@ -268,10 +271,13 @@ async def test_the_rest_of_admin_through_discord(h):
         assert "is banned" in await say("admin ban", {"user": user, "duration": "2h"})
         assert "may use Easel again" in await say("admin unban", {"user": user})
         assert "not banned" in await say("admin unban", {"user": user})
-        assert "12 images a day" in await say("admin quota", {"user": user, "daily": 12})
-        assert "the server's images a day" in await say(
+        assert "may make 12 images a day here" in await say(
+            "admin quota", {"user": user, "daily": 12}
+        )
+        assert "may make 200 images a day here" in await say(
             "admin quota", {"user": user, "default": True}
         )
+        assert "at most 200 images" in await say("admin quota", {"user": user, "daily": 999})
         assert "Blocked `drag*n`" in await say("admin block", {"term": "Drag*n"})
         assert "`drag*n`" in await say("admin blocklist")
         assert "Unblocked" in await say("admin unblock", {"term": "drag*n"})
@@ -284,3 +290,25 @@ async def test_the_rest_of_admin_through_discord(h):
         assert "NSFW: blocked" in await say("admin settings")
         assert "1:4 to 4:1" in await say("admin set", {"aspect": "9:1"})
         assert "no job #999" in await say("admin cancel", {"job": 999})
+
+
+async def test_a_server_admin_acts_on_their_own_server_only(service, store):
+    admin = Admin(service)
+    elsewhere = Actor(key="discord:66", name="other admin", guild_id=999, is_admin=True)
+    # Someone who invites the bot to their own server is an admin there, not here.
+    assert await admin.set_quota(elsewhere, "discord:1", 0) == 0
+    await admin.ban(elsewhere, "discord:1", reason="not here")
+    job = await service.finish(await service.imagine(ANN, "a fox --count 1"))
+    assert job.job.state is JobState.DONE  # ANN's own server is unaffected
+    with pytest.raises(Banned, match="on this server"):
+        await service.imagine(Actor(key="discord:1", name="ann", guild_id=999), "a fox")
+    with pytest.raises(NotFound):
+        await service.cancel(elsewhere, job.job.id)
+    with pytest.raises(InvalidInput, match="at most 200 images"):
+        await admin.set_quota(elsewhere, "discord:66", 100_000)
+    with pytest.raises(InvalidInput, match="0 to this installation's 200"):
+        await admin.update_settings(elsewhere, daily_images_per_user=5000)
+    operator = Actor(key="local:owner", name="owner", is_admin=True)
+    await admin.ban(operator, "discord:1", reason="everywhere")
+    with pytest.raises(Banned, match="everywhere"):
+        await service.imagine(ANN, "a fox")

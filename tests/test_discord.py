@@ -322,3 +322,24 @@ async def test_settings_show_and_presets(h):
         assert (await h.store.get_job(job_id_of(grid))).spec.aspect == (21, 9)
         assert "Deleted preset" in await say("settings unpreset", {"name": "wide"})
         assert "no preset called" in await say("settings unpreset", {"name": "wide"})
+
+
+async def test_show_keeps_other_peoples_jobs_where_they_were_made(h):
+    async with h.bot():
+        _, grid = await h.imagine("a castle --seed 3")
+        job = job_id_of(grid)
+        elsewhere = await h.fake.slash(
+            "show", {"job": job}, user=h.fake.other_user_id, channel_id=h.fake.nsfw_channel_id
+        )
+        refused = await h.fake.wait_for_message(
+            lambda m: m["id"] == elsewhere.original_id and "❌" in m["content"], timeout=WAIT
+        )
+        assert f"no job #{job} here" in refused["content"]
+        mine = await h.fake.slash("show", {"job": job}, channel_id=h.fake.nsfw_channel_id)
+        assert (await h.done(mine))["components"]  # the owner may bring it anywhere
+        settings = await h.fake.slash("settings set", {"private": True})
+        await settings.wait_for_followup(timeout=WAIT)
+        private = await h.fake.slash("show", {"job": job}, user=h.fake.other_user_id)
+        await h.fake.wait_for_message(
+            lambda m: m["id"] == private.original_id and "❌" in m["content"], timeout=WAIT
+        )

@@ -51,11 +51,8 @@ def make_service(store, files, tiny_model):
         if start:
             engine.start()
         engines.append(engine)
-        cfg = ServiceConfig(
-            limits=Limits(max_steps=50),
-            defaults=Defaults(steps=4),
-            **config,
-        )
+        config.setdefault("limits", Limits(max_steps=50))
+        cfg = ServiceConfig(defaults=Defaults(steps=4), **config)
         return Service(store, files, engine, cfg, classifier=classifier)
 
     yield make
@@ -312,8 +309,9 @@ async def test_resume_after_a_crash(make_service, store):
 async def test_resume_gives_up_after_the_attempts(make_service, store):
     crashed = make_service(start=False, attempts=2)
     submission = await crashed.imagine(ANN, "fox")
-    await store.mark_running(submission.job.id)
-    await store.mark_running(submission.job.id)
+    for _ in range(2):  # started twice, and the process died both times
+        await store.mark_running(submission.job.id)
+        await store.requeue(submission.job.id)
     assert await make_service(attempts=2).resume() == []
     job = await store.get_job(submission.job.id)
     assert job.state is JobState.FAILED and "Gave up after 2 attempts" in job.error
@@ -408,3 +406,72 @@ def test_midnight_is_utc():
 
     now = datetime(2026, 3, 4, 23, 59, tzinfo=UTC)
     assert utc_midnight(now) == datetime(2026, 3, 4, tzinfo=UTC)
+
+
+async def test_a_cancel_from_another_process_is_honoured(make_service, store, files):
+    from bot.app import NoEngine
+    from bot.settings import load_settings
+
+    bot = make_service(start=False)
+    submission = await bot.imagine(ANN, "fox --seed 3")
+    cli = Service(store, files, NoEngine(load_settings()), ServiceConfig())  # `easel cancel`
+    operator = Actor(key="local:op", name="op", is_admin=True)
+    assert (await cli.cancel(operator, submission.job.id)).state is JobState.CANCELLED
+    bot.engine.start()  # the bot's engine still makes the images...
+    with pytest.raises(Cancelled):
+        await bot.finish(submission)  # ...but they are neither recorded nor charged
+    job = await store.get_job(submission.job.id)
+    assert job.state is JobState.CANCELLED and job.charged_images == 0
+    assert await store.get_images(job.id) == []
+    assert not list((files.root / "images").rglob("*.png"))
+
+
+async def test_a_failed_upscale_can_be_pressed_again(make_service, store):
+    service = make_service()
+    grid = await imagine(service, "a castle --seed 40")
+    idle = make_service(start=False)
+    key = f"msg:up:{grid.job.id}:0:bob"
+    first = await idle.upscale(BOB, grid.job.id, 0, request_key=key)
+    await idle.cancel(BOB, first.job.id)
+    again = await service.upscale(BOB, grid.job.id, 0, request_key=key)
+    assert again.created and again.job.id != first.job.id
+    assert len((await service.finish(again)).images) == 1
+
+
+async def test_variations_keep_to_the_size_and_count_limits(make_service, store):
+    service = make_service()
+    grid = await imagine(service, "a castle --seed 40")
+    up = await service.finish(await service.upscale(ANN, grid.job.id, 0))  # 128×128
+    limited = make_service(limits=Limits(max_pixels=64 * 64, max_count=2))
+    with pytest.raises(InvalidInput, match="vary the image it was upscaled from"):
+        await limited.vary(ANN, up.job.id, 0)
+    vary = await limited.finish(await limited.vary(ANN, grid.job.id, 0))
+    assert len(vary.images) == 2
+
+
+async def test_a_refused_image_prompt_leaves_no_file(make_service, files):
+    service = make_service(daily_images_per_user=0)
+    with pytest.raises(QuotaExceeded):
+        await service.imagine(ANN, "a watercolour", upload=Upload(png_bytes(), "image/png"))
+    assert not list((files.root / "uploads").rglob("*.png"))
+
+
+async def test_an_out_of_memory_split_counts_one_attempt(make_service, store, monkeypatch):
+    import torch
+
+    from engine.pipelines import Runner
+
+    real_run = Runner.run
+
+    def flaky(self, requests, on_step):
+        if len(requests) > 1:
+            on_step(1, 4, torch.zeros(len(requests), 4, 8, 8))
+            raise torch.OutOfMemoryError("CUDA out of memory.")
+        return real_run(self, requests, on_step)
+
+    monkeypatch.setattr(Runner, "run", flaky)
+    service = make_service(start=False)
+    subs = [await service.imagine(a, "fox --count 1") for a in (ANN, BOB)]
+    service.engine.start()
+    for sub in subs:
+        assert (await service.finish(sub)).job.attempts == 1

@@ -65,19 +65,15 @@ class AdminCog(commands.Cog):
         duration: str | None = None,
     ) -> None:
         async def action(actor: Actor) -> str:
-            banned = await self.admin_service.ban(
+            ban = await self.admin_service.ban(
                 actor,
                 f"discord:{user.id}",
                 reason=reason,
                 duration=duration,
                 target_name=user.name,
             )
-            until = (
-                f" until <t:{int(banned.banned_until.timestamp())}:f>"
-                if banned.banned_until
-                else ""
-            )
-            return f"{user.mention} is banned from Easel{until}."
+            until = f" until <t:{int(ban.banned_until.timestamp())}:f>" if ban.banned_until else ""
+            return f"{user.mention} is banned from Easel on this server{until}."
 
         await answer_privately(interaction, action)
 
@@ -93,9 +89,8 @@ class AdminCog(commands.Cog):
 
     @admin.command(name="quota", description="Set a member's daily images, or give today's back")
     @app_commands.describe(
-        daily="Images per day for this member (leave out to keep it)",
+        daily="Images per day for this member on this server",
         default="Go back to the server's quota",
-        reset="Give back the images used today",
     )
     async def quota(
         self,
@@ -103,21 +98,14 @@ class AdminCog(commands.Cog):
         user: discord.User,
         daily: app_commands.Range[int, 0, 100_000] | None = None,
         default: bool = False,
-        reset: bool = False,
     ) -> None:
         async def action(actor: Actor) -> str:
-            target = f"discord:{user.id}"
-            current = await self.bot.service.store.find_user(target)
-            value = (
-                None
-                if default
-                else (daily if daily is not None else (current.daily_quota if current else None))
+            if daily is None and not default:
+                return "Give `daily`, or `default` to go back to the server's quota."
+            quota = await self.admin_service.set_quota(
+                actor, f"discord:{user.id}", None if default else daily, target_name=user.name
             )
-            updated = await self.admin_service.set_quota(
-                actor, target, value, reset_usage=reset, target_name=user.name
-            )
-            quota = updated.daily_quota if updated.daily_quota is not None else "the server's"
-            return f"{user.mention}: {quota} images a day" + (", today's reset." if reset else ".")
+            return f"{user.mention} may make {quota} images a day here."
 
         await answer_privately(interaction, action)
 

@@ -296,26 +296,41 @@ class Jobs:
             return
         job = submission.job
         title[0] = prompt_line(job, user_id)
+        # From here on the job exists: whatever Discord says to the status messages, it is
+        # finished and recorded (or its failure is).
         if not submission.created:
-            await reply.update(f"{title[0]}\nAlready on it: that press made job #{job.id}.")
+            await self._status(reply, f"{title[0]}\nAlready on it: that press made job #{job.id}.")
             if submission.handle is None:
                 await self.deliver_finished(reply, job.id, user_id)
                 return
         else:
             ahead = submission.position
-            where = f"queued, {ahead} ahead" if ahead else "starting"
-            await reply.update(f"{title[0]} ({where})")
-        if reply.message_id is not None and reply.channel_id is not None:
-            await self.service.attach_message(job.id, reply.channel_id, reply.message_id)
+            await self._status(
+                reply, f"{title[0]} (queued, {ahead} ahead)" if ahead else f"{title[0]} (starting)"
+            )
+        await self._remember_message(job.id, reply)
         try:
             outcome = await self.service.finish(submission)
         except EaselError as exc:
             await relay.close()
             await reply.update(f"{title[0]}\n❌ {exc}", attachments=[])
             return
-        await relay.close()
+        finally:
+            await relay.close()
         content, attachment, view = await self.render_job(outcome, reply.upload_limit, user_id)
         await reply.update(content, attachments=[attachment], view=view)
+        await self._remember_message(job.id, reply)  # it may be a channel message by now
+
+    @staticmethod
+    async def _status(reply: Reply, text: str) -> None:
+        try:
+            await reply.update(text)
+        except discord.HTTPException:
+            log.warning("A status message failed; the job goes on", exc_info=True)
+
+    async def _remember_message(self, job_id: int, reply: Reply) -> None:
+        if reply.message_id is not None and reply.channel_id is not None:
+            await self.service.attach_message(job_id, reply.channel_id, reply.message_id)
 
     async def deliver_finished(self, reply: Reply, job_id: int, user_id: int | None) -> None:
         job, images = await self.service.job(job_id)
@@ -509,10 +524,12 @@ class ImagineCog(commands.Cog):
         try:
             found, images = await self.bot.service.job(job)
             user = await self.bot.service.user(actor)
-            if found.user_id != user.id and (
-                found.guild_id is None or found.guild_id != interaction.guild_id
-            ):
-                raise NotFound(f"There is no job #{job} here.")
+            if found.user_id != user.id:
+                # Someone else's job only where it was first shown (so an age-restricted
+                # channel's images stay there), and never a private result.
+                owner = await self.bot.service.store.get_user(found.user_id)
+                if found.channel_id != interaction.channel_id or owner.settings.private:
+                    raise NotFound(f"There is no job #{job} here.")
             if not [i for i in images if not i.deleted]:
                 raise NotFound(f"Job #{job} has no images ({found.state}).")
         except EaselError as exc:

@@ -15,9 +15,20 @@ from typing import Any
 
 from bot.core.errors import InvalidInput, NotFound
 from bot.core.grammar import parse_prompt
-from bot.core.models import AuditEvent, BlocklistEntry, GuildSettings, Job, JobState, NsfwRule, User
+from bot.core.models import (
+    AuditEvent,
+    BlocklistEntry,
+    GuildSettings,
+    Job,
+    JobState,
+    Member,
+    NsfwRule,
+    User,
+)
 from bot.core.moderation import compile_blocklist_term
 from bot.core.service import Actor, Service, utc_midnight
+
+Ban = User | Member  # where a ban lives: the user (everywhere) or the member (one server)
 
 _DURATION = re.compile(r"^\s*(\d{1,4})\s*(m|min|h|d|w)\s*$", re.IGNORECASE)
 _UNITS = {"m": 60, "min": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
@@ -94,32 +105,48 @@ class Admin:
         reason: str | None = None,
         duration: str | None = None,
         target_name: str | None = None,
-    ) -> User:
+    ) -> Ban:
+        """Ban on this server (a server admin), or everywhere (the operator, from the CLI)."""
         await self._check(actor)
         if target_key == actor.key:
             raise InvalidInput("You cannot ban yourself.")
-        until = None
-        if duration:
-            until = self.service.now() + parse_duration(duration)
+        until = self.service.now() + parse_duration(duration) if duration else None
         user = await self._target(target_key, target_name)
-        user = await self.store.set_ban(user.id, banned=True, reason=reason, until=until)
+        if actor.guild_id is None:
+            ban: Ban = await self.store.set_ban(user.id, banned=True, reason=reason, until=until)
+        else:
+            ban = await self.store.set_member_ban(
+                actor.guild_id, user.id, banned=True, reason=reason, until=until
+            )
         for job in await self.store.list_jobs(
-            user_id=user.id, states=[JobState.QUEUED, JobState.RUNNING], limit=1000
+            user_id=user.id,
+            guild_id=actor.guild_id,
+            states=[JobState.QUEUED, JobState.RUNNING],
+            limit=1000,
         ):
             self.service.engine.cancel(job.id)  # a ban stops what they have waiting too
         await self._audit(
             actor, "ban", target_key, reason, until=until.isoformat() if until else None
         )
-        return user
+        return ban
 
-    async def unban(self, actor: Actor, target_key: str, *, reason: str | None = None) -> User:
+    async def unban(self, actor: Actor, target_key: str, *, reason: str | None = None) -> Ban:
         await self._check(actor)
         user = await self.store.find_user(target_key)
-        if user is None or not user.banned:
+        if user is None:
             raise NotFound("That user is not banned.")
-        user = await self.store.set_ban(user.id, banned=False, reason=None, until=None)
+        if actor.guild_id is None:
+            if not user.banned:
+                raise NotFound("That user is not banned.")
+            ban: Ban = await self.store.set_ban(user.id, banned=False, reason=None, until=None)
+        else:
+            if not (await self.store.get_member(actor.guild_id, user.id)).banned:
+                raise NotFound("That user is not banned on this server.")
+            ban = await self.store.set_member_ban(
+                actor.guild_id, user.id, banned=False, reason=None, until=None
+            )
         await self._audit(actor, "unban", target_key, reason)
-        return user
+        return ban
 
     async def set_quota(
         self,
@@ -129,20 +156,35 @@ class Admin:
         *,
         reset_usage: bool = False,
         target_name: str | None = None,
-    ) -> User:
-        """Set a user's daily image quota (None: back to the server's), and/or give them
-        today's images back."""
-        await self._check(actor)
+    ) -> int:
+        """Set a user's daily image quota (None: back to the default) and, for the operator,
+        give them today's images back. Returns the quota now in force there."""
+        guild = await self._check(actor)
         if daily_images is not None and not 0 <= daily_images <= 100_000:
             raise InvalidInput("A daily quota goes from 0 to 100000 images.")
         user = await self._target(target_key, target_name)
-        user = await self.store.set_quota(
-            user.id, daily_quota=daily_images, reset_usage=reset_usage
-        )
+        if actor.guild_id is None:
+            user = await self.store.set_quota(
+                user.id, daily_quota=daily_images, reset_usage=reset_usage
+            )
+            member = None
+        else:
+            if reset_usage:
+                raise InvalidInput(
+                    "Only the operator can give back images already used "
+                    "(easel admin quota USER N --reset)."
+                )
+            ceiling = self.service.config.daily_images_per_user
+            if daily_images is not None and daily_images > ceiling and user.daily_quota is None:
+                raise InvalidInput(
+                    f"This installation allows at most {ceiling} images a day per user; "
+                    "its operator can raise it."
+                )
+            member = await self.store.set_member_quota(actor.guild_id, user.id, daily_images)
         await self._audit(
             actor, "quota", target_key, None, daily_images=daily_images, reset=reset_usage
         )
-        return user
+        return self.service.daily_quota(user, guild, member)
 
     # -- blocklist -----------------------------------------------------------------------------
 
@@ -234,8 +276,11 @@ class Admin:
                 if not 1 <= value <= limits.max_steps:
                     raise InvalidInput(f"Max steps goes from 1 to {limits.max_steps} here.")
             elif name == "daily_images_per_user" and value is not None:
-                if not 0 <= value <= 100_000:
-                    raise InvalidInput("A daily quota goes from 0 to 100000 images.")
+                ceiling = self.service.config.daily_images_per_user
+                if not 0 <= value <= ceiling:
+                    raise InvalidInput(
+                        f"A server's daily quota goes from 0 to this installation's {ceiling}."
+                    )
             elif name in ("aspect", "steps", "guidance", "sampler") and value is not None:
                 flag = {"aspect": "ar", "guidance": "cfg"}.get(name, name)
                 parsed = parse_prompt(f"x --{flag} {value}", limits=limits)

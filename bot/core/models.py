@@ -140,6 +140,21 @@ class User:
 
 
 @dataclass(frozen=True)
+class Member:
+    """A user on one server: that server's own ban and quota override."""
+
+    guild_id: int
+    user_id: int
+    banned: bool = False
+    ban_reason: str | None = None
+    banned_until: datetime | None = None
+    daily_quota: int | None = None
+
+    def is_banned(self, now: datetime) -> bool:
+        return self.banned and (self.banned_until is None or self.banned_until > now)
+
+
+@dataclass(frozen=True)
 class NewJob:
     """What the service asks the store to record before any work starts."""
 

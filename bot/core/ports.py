@@ -6,7 +6,7 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from datetime import datetime
 from typing import Any, Protocol
 
@@ -19,6 +19,7 @@ from bot.core.models import (
     Image,
     Job,
     JobState,
+    Member,
     NewImage,
     NewJob,
     User,
@@ -45,6 +46,19 @@ class Store(Protocol):
         self, user_id: int, *, daily_quota: int | None, reset_usage: bool = False
     ) -> User: ...
     async def delete_user(self, user_id: int) -> list[str]: ...
+    async def get_member(self, guild_id: int, user_id: int) -> Member: ...
+    async def set_member_ban(
+        self,
+        guild_id: int,
+        user_id: int,
+        *,
+        banned: bool,
+        reason: str | None,
+        until: datetime | None,
+    ) -> Member: ...
+    async def set_member_quota(
+        self, guild_id: int, user_id: int, daily_quota: int | None
+    ) -> Member: ...
     async def get_guild_settings(self, guild_id: int) -> GuildSettings: ...
     async def save_guild_settings(
         self, guild_id: int, settings: GuildSettings
@@ -81,6 +95,7 @@ class Store(Protocol):
     async def pending(self, user_id: int) -> tuple[int, int]: ...
     async def job_stats(self, since: datetime, guild_id: int | None = None) -> dict[str, Any]: ...
     async def purge_job(self, job_id: int) -> list[str]: ...
+    async def unreferenced(self, paths: Iterable[str]) -> list[str]: ...
     async def get_images(self, job_id: int) -> list[Image]: ...
     async def get_image(self, job_id: int, index: int) -> Image: ...
     async def add_block_term(self, guild_id: int | None, term: str, created_by: str) -> None: ...

@@ -54,6 +54,7 @@ from bot.core.models import (
     Job,
     JobKind,
     JobState,
+    Member,
     NewImage,
     NewJob,
     NsfwRule,
@@ -81,7 +82,12 @@ STRONG_STRENGTH = 0.65
 UPSCALE_STRENGTH = 0.3
 IMAGE_PROMPT_STRENGTH = 0.6
 VARIATIONS = 4
-DOUBLE_CLICK_WINDOW = 10.0  # seconds in which a second identical button press is the same job
+DOUBLE_CLICK_WINDOW = 10.0
+_LIVE_OR_DONE = (
+    JobState.QUEUED,
+    JobState.RUNNING,
+    JobState.DONE,
+)  # seconds in which a second identical button press is the same job
 
 
 @dataclass(frozen=True)
@@ -187,12 +193,22 @@ class Service:
             limits = replace(limits, max_steps=min(limits.max_steps, guild.max_steps))
         return limits
 
-    def daily_quota(self, user: User, guild: GuildSettings) -> int:
+    async def member(self, actor: Actor, user: User) -> Member | None:
+        if actor.guild_id is None:
+            return None
+        return await self.store.get_member(actor.guild_id, user.id)
+
+    def daily_quota(self, user: User, guild: GuildSettings, member: Member | None = None) -> int:
+        """The operator's override for this user, else this server's for this member, else
+        the server's default, else the installation's. A server may lower the installation's
+        quota but not raise it: its members' images are made on the operator's hardware."""
         if user.daily_quota is not None:
             return user.daily_quota
-        if guild.daily_images_per_user is not None:
-            return guild.daily_images_per_user
-        return self.config.daily_images_per_user
+        ceiling = self.config.daily_images_per_user
+        for value in (member.daily_quota if member else None, guild.daily_images_per_user):
+            if value is not None:
+                return min(value, ceiling)
+        return ceiling
 
     async def images_used_today(self, user: User) -> int:
         since = utc_midnight(self.now())
@@ -232,12 +248,14 @@ class Service:
             if guild.allowed_channel_ids and actor.channel_id not in guild.allowed_channel_ids:
                 channels = ", ".join(f"<#{c}>" for c in guild.allowed_channel_ids)
                 raise Refused(f"Easel is not enabled in this channel. Try {channels}.")
-            if user.is_banned(now):
-                until = (
-                    f" until {user.banned_until:%Y-%m-%d %H:%M} UTC" if user.banned_until else ""
-                )
-                reason = f": {user.ban_reason}" if user.ban_reason else "."
-                raise Banned(f"You are banned from using Easel{until}{reason}")
+            member = await self.member(actor, user)
+            for ban, where in ((user, ""), (member, " on this server")):
+                if ban is not None and ban.is_banned(now):
+                    until = (
+                        f" until {ban.banned_until:%Y-%m-%d %H:%M} UTC" if ban.banned_until else ""
+                    )
+                    reason = f": {ban.ban_reason}" if ban.ban_reason else "."
+                    raise Banned(f"You are banned from using Easel{where}{until}{reason}")
             last = self._last_request.get(user.key)
             wait = (last + self.config.cooldown_seconds - time.monotonic()) if last else 0
             if wait > 0:
@@ -248,7 +266,7 @@ class Service:
                     f"You already have {unfinished} jobs waiting or running (the limit is "
                     f"{self.config.max_queued_per_user}). Wait for one or /cancel one."
                 )
-            quota = self.daily_quota(user, guild)
+            quota = self.daily_quota(user, guild, member)
             used = await self.images_used_today(user)
             left = quota - used - pending
             if images > left:
@@ -353,9 +371,15 @@ class Service:
             init_path, _, _ = await asyncio.to_thread(
                 self.files.save_png, start, None, folder="uploads"
             )
-        return await self._submit(
-            actor, user, guild, kind, spec, init_path=init_path, on_progress=on_progress
-        )
+        try:
+            return await self._submit(
+                actor, user, guild, kind, spec, init_path=init_path, on_progress=on_progress
+            )
+        except Refused:
+            if init_path is not None:  # a refused request leaves nothing behind
+                for path in await self.store.unreferenced([init_path]):
+                    await asyncio.to_thread(self.files.delete, path)
+            raise
 
     async def vary(
         self,
@@ -375,10 +399,16 @@ class Service:
         parent, image = await self._parent_image(job_id, index)
         user = await self.user(actor)
         guild = await self.guild(actor)
+        limits = self.limits(guild)
+        if image.width * image.height > limits.max_pixels:
+            raise InvalidInput(
+                f"This image is {image.width}×{image.height}, above the {limits.max_pixels:,} "
+                "pixels a variation may have here; vary the image it was upscaled from."
+            )
         spec = replace(
             parent.spec,
             seed=self._rng.randint(0, SEED_MAX),
-            count=VARIATIONS,
+            count=min(VARIATIONS, limits.max_count),
             strength=STRONG_STRENGTH if strong else SUBTLE_STRENGTH,
             width=image.width,
             height=image.height,
@@ -386,9 +416,7 @@ class Service:
         kind = JobKind.VARIATION
         if prompt is not None:
             kind = JobKind.REMIX
-            parsed = parse_prompt(
-                prompt, presets=user.settings.presets.get, limits=self.limits(guild)
-            )
+            parsed = parse_prompt(prompt, presets=user.settings.presets.get, limits=limits)
             spec = replace(
                 spec,
                 prompt=parsed.prompt,
@@ -423,8 +451,10 @@ class Service:
         image-to-image pass with the same prompt and seed: the "hires fix")."""
         if request_key is not None:  # the result is deterministic: one job per presser, ever
             existing = await self.store.find_job_by_request_key(request_key)
-            if existing is not None:
+            if existing is not None and existing.state in _LIVE_OR_DONE:
                 return self._existing(existing)
+            if existing is not None:  # it failed or was cancelled: pressing again retries
+                request_key = f"{request_key}:retry{existing.id}"
         parent, image = await self._parent_image(job_id, index)
         width, height = image.width * 2, image.height * 2
         if width * height > self.config.max_upscale_pixels:
@@ -669,25 +699,28 @@ class Service:
             self._outcomes.pop(job.id, None)
 
     async def _finish(self, job: Job) -> Outcome:
-        handle = self._handles[job.id]
+        handle = self._handles.pop(job.id)
         try:
             result = await handle.wait()
-        except JobCancelled:
-            job = await self.store.finish_job(job.id, JobState.CANCELLED)
-            raise Cancelled(f"Job #{job.id} was cancelled; nothing was charged.") from None
         except EngineStopped:
             raise GenerationFailed(
                 f"Easel stopped before job #{job.id} finished; it will resume after the restart."
             ) from None
-        except GenerationError as exc:
+        except (JobCancelled, GenerationError) as exc:
+            await self._started_written(job)
+            if isinstance(exc, JobCancelled):
+                await self.store.finish_job(job.id, JobState.CANCELLED)
+                raise Cancelled(f"Job #{job.id} was cancelled; nothing was charged.") from None
             await self.store.finish_job(job.id, JobState.FAILED, error=str(exc))
             raise GenerationFailed(f"Job #{job.id} failed: {exc} Nothing was charged.") from None
-        finally:
-            self._handles.pop(job.id, None)
-        started = self._started.pop(job.id, None)
-        if started is not None:  # so "running" never lands after "done"
-            await asyncio.gather(started, return_exceptions=True)
+        await self._started_written(job)
         return await self._record(job, result.images, result.repro)
+
+    async def _started_written(self, job: Job) -> None:
+        """Wait for this job's "running" write, so it never lands after the final state."""
+        started = self._started.pop(job.id, None)
+        if started is not None:
+            await asyncio.gather(started, return_exceptions=True)
 
     async def _record(
         self, job: Job, images: tuple[PILImage.Image, ...], repro: dict[str, Any]
@@ -707,6 +740,11 @@ class Service:
 
         new_images = await asyncio.to_thread(save_all)
         job = await self.store.finish_job(job.id, JobState.DONE, repro=repro, images=new_images)
+        if job.state is not JobState.DONE:  # cancelled or purged while the files were written
+            unused = await self.store.unreferenced(i.path for i in new_images)
+            for path in unused:
+                await asyncio.to_thread(self.files.delete, path)
+            raise Cancelled(f"Job #{job.id} was {job.state}; nothing was charged.")
         if withheld:
             await self.store.add_audit(
                 actor="system",
@@ -760,7 +798,9 @@ class Service:
             job = await self.store.get_job(job_id)
             if job.user_id != user.id:
                 guild = await self.guild(actor)
-                if not self.is_admin(actor, guild):
+                # A server's admins act on their own server's jobs; the operator on all.
+                here = actor.guild_id is None or job.guild_id == actor.guild_id
+                if not (self.is_admin(actor, guild) and here):
                     raise NotFound(f"You have no job #{job_id}.")
                 await self.store.add_audit(
                     actor=actor.key,
@@ -770,9 +810,13 @@ class Service:
                 )
         if job.state.finished:
             raise InvalidInput(f"Job #{job.id} has already {job.state}.")
-        # Not in this engine (left queued by a crash, say), the row is all there is to close.
+        # Not in this engine (left queued by a crash, or run by another process), the row is
+        # all there is to close; the process that runs it finds it cancelled when it finishes.
         self.engine.cancel(job.id)
-        return await self.store.finish_job(job.id, JobState.CANCELLED)
+        job = await self.store.finish_job(job.id, JobState.CANCELLED)
+        if job.state is not JobState.CANCELLED:
+            raise InvalidInput(f"Job #{job.id} has already {job.state}.")
+        return job
 
     async def resume(self, on_progress: ProgressHandler | None = None) -> list[Submission]:
         """At start-up: put jobs left queued or running back in the engine, or give up on those
@@ -816,7 +860,7 @@ class Service:
     async def info(self, actor: Actor) -> dict[str, Any]:
         user = await self.user(actor)
         guild = await self.guild(actor)
-        quota = self.daily_quota(user, guild)
+        quota = self.daily_quota(user, guild, await self.member(actor, user))
         used = await self.images_used_today(user)
         queue = self.engine.snapshot()
         mine = await self.store.list_jobs(

@@ -23,6 +23,7 @@ from bot.core.models import (
     Job,
     JobKind,
     JobState,
+    Member,
     NewImage,
     NewJob,
     User,
@@ -34,6 +35,7 @@ from bot.store.tables import (
     GuildRow,
     ImageRow,
     JobRow,
+    MemberRow,
     UserRow,
     utcnow,
 )
@@ -53,6 +55,17 @@ def _user(row: UserRow) -> User:
         quota_reset_at=row.quota_reset_at,
         settings=UserSettings.from_dict(row.settings),
         created_at=row.created_at,
+    )
+
+
+def _member(row: MemberRow) -> Member:
+    return Member(
+        guild_id=row.guild_id,
+        user_id=row.user_id,
+        banned=row.banned,
+        ban_reason=row.ban_reason,
+        banned_until=row.banned_until,
+        daily_quota=row.daily_quota,
     )
 
 
@@ -226,6 +239,46 @@ class Store:
         )
         return sorted(p for p in paths if p not in used)
 
+    # -- members (a user on one server) -------------------------------------------------------
+
+    async def get_member(self, guild_id: int, user_id: int) -> Member:
+        async with self._sessions() as s:
+            row = await s.get(MemberRow, (guild_id, user_id))
+            return _member(row) if row else Member(guild_id=guild_id, user_id=user_id)
+
+    async def _update_member(self, guild_id: int, user_id: int, **values: Any) -> Member:
+        async with self._sessions() as s:
+            row = await s.get(MemberRow, (guild_id, user_id))
+            if row is None:
+                row = MemberRow(guild_id=guild_id, user_id=user_id, banned=False)
+                s.add(row)
+            for key, value in values.items():
+                setattr(row, key, value)
+            await s.commit()
+            return _member(row)
+
+    async def set_member_ban(
+        self,
+        guild_id: int,
+        user_id: int,
+        *,
+        banned: bool,
+        reason: str | None,
+        until: datetime | None,
+    ) -> Member:
+        return await self._update_member(
+            guild_id,
+            user_id,
+            banned=banned,
+            ban_reason=reason if banned else None,
+            banned_until=until if banned else None,
+        )
+
+    async def set_member_quota(
+        self, guild_id: int, user_id: int, daily_quota: int | None
+    ) -> Member:
+        return await self._update_member(guild_id, user_id, daily_quota=daily_quota)
+
     # -- guilds --------------------------------------------------------------------------------
 
     async def get_guild_settings(self, guild_id: int) -> GuildSettings:
@@ -308,18 +361,20 @@ class Store:
             return _job(row)
 
     async def mark_running(self, job_id: int) -> Job:
-        """queued → running, counting the attempt. Only from queued (or running, on resume)."""
+        """queued → running, counting the attempt. A job in any other state is left alone
+        (one UPDATE with the state in its WHERE, so it never undoes a concurrent cancel)."""
         async with self._sessions() as s:
-            row = await s.get(JobRow, job_id)
-            if row is None:
-                raise NotFound(f"There is no job #{job_id}.")
-            if row.state not in UNFINISHED:
-                return _job(row)
-            row.state = JobState.RUNNING.value
-            row.attempts += 1
-            row.started_at = utcnow()
+            await s.execute(
+                update(JobRow)
+                .where(JobRow.id == job_id, JobRow.state == JobState.QUEUED.value)
+                .values(
+                    state=JobState.RUNNING.value,
+                    attempts=JobRow.attempts + 1,
+                    started_at=utcnow(),
+                )
+            )
             await s.commit()
-            return _job(row)
+        return await self.get_job(job_id)
 
     async def finish_job(
         self,
@@ -330,22 +385,28 @@ class Store:
         repro: dict[str, Any] | None = None,
         images: Sequence[NewImage] = (),
     ) -> Job:
-        """Move a job to a final state, with its images, in one transaction.
+        """Move an unfinished job to a final state, with its images, in one transaction.
 
         Images that are not withheld are charged to the quota; a failed or cancelled job
-        charges nothing.
+        charges nothing. A job that is already finished (cancelled meanwhile, say) is returned
+        unchanged and nothing is written: callers compare the returned state with theirs.
         """
+        values: dict[str, Any] = {
+            "state": state.value,
+            "error": error,
+            "finished_at": utcnow(),
+            "charged_images": sum(1 for i in images if not i.withheld),
+        }
+        if repro is not None:
+            values["repro"] = repro
         async with self._sessions() as s:
-            row = await s.get(JobRow, job_id)
-            if row is None:
-                raise NotFound(f"There is no job #{job_id}.")
-            row.state = state.value
-            row.error = error
-            row.finished_at = utcnow()
-            if repro is not None:
-                row.repro = repro
-            for image in images:
-                s.add(
+            result = await s.execute(
+                update(JobRow)
+                .where(JobRow.id == job_id, JobRow.state.in_(UNFINISHED))
+                .values(**values)
+            )
+            if result.rowcount == 1:
+                s.add_all(
                     ImageRow(
                         job_id=job_id,
                         index=image.index,
@@ -356,10 +417,15 @@ class Store:
                         sha256=image.sha256,
                         withheld=image.withheld,
                     )
+                    for image in images
                 )
-            row.charged_images = sum(1 for i in images if not i.withheld)
             await s.commit()
-            return _job(row)
+        return await self.get_job(job_id)
+
+    async def unreferenced(self, paths: Iterable[str]) -> list[str]:
+        """Of these files, the ones no image or job refers to (safe to delete)."""
+        async with self._sessions() as s:
+            return await self._unreferenced(s, paths)
 
     async def requeue(self, job_id: int) -> Job:
         return await self._update_job(job_id, state=JobState.QUEUED.value, started_at=None)
@@ -464,11 +530,13 @@ class Store:
             row = await s.get(JobRow, job_id)
             if row is None:
                 raise NotFound(f"There is no job #{job_id}.")
+            await s.execute(
+                update(JobRow)
+                .where(JobRow.id == job_id, JobRow.state.in_(UNFINISHED))
+                .values(state=JobState.CANCELLED.value, finished_at=utcnow())
+            )
             paths = set(await s.scalars(select(ImageRow.path).where(ImageRow.job_id == job_id)))
             await s.execute(update(ImageRow).where(ImageRow.job_id == job_id).values(deleted=True))
-            if row.state in UNFINISHED:
-                row.state = JobState.CANCELLED.value
-                row.finished_at = utcnow()
             await s.commit()
             return await self._unreferenced(s, paths)
 

@@ -298,11 +298,8 @@ class Jobs:
         title[0] = prompt_line(job, user_id)
         # From here on the job exists: whatever Discord says to the status messages, it is
         # finished and recorded (or its failure is).
-        if not submission.created:
+        if not submission.created:  # finish() below waits for the first press's result
             await self._status(reply, f"{title[0]}\nAlready on it: that press made job #{job.id}.")
-            if submission.handle is None:
-                await self.deliver_finished(reply, job.id, user_id)
-                return
         else:
             ahead = submission.position
             await self._status(
@@ -331,14 +328,6 @@ class Jobs:
     async def _remember_message(self, job_id: int, reply: Reply) -> None:
         if reply.message_id is not None and reply.channel_id is not None:
             await self.service.attach_message(job_id, reply.channel_id, reply.message_id)
-
-    async def deliver_finished(self, reply: Reply, job_id: int, user_id: int | None) -> None:
-        job, images = await self.service.job(job_id)
-        if images:
-            content, attachment, view = await self.render_job(
-                Outcome(job, images), reply.upload_limit, user_id
-            )
-            await reply.update(content, attachments=[attachment], view=view)
 
     def reply_for(self, interaction: discord.Interaction, *, private: bool = False) -> Reply:
         return Reply(

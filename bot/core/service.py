@@ -450,9 +450,10 @@ class Service:
         """Image ``index`` of job ``job_id`` at twice the size (resize, then a low-strength
         image-to-image pass with the same prompt and seed: the "hires fix")."""
         if request_key is not None:  # the result is deterministic: one job per presser, ever
-            existing = await self.store.find_job_by_request_key(request_key)
-            if existing is not None and existing.state in _LIVE_OR_DONE:
-                return self._existing(existing)
+            async with self._admission:  # a job found under the lock is fully registered
+                existing = await self.store.find_job_by_request_key(request_key)
+                if existing is not None and existing.state in _LIVE_OR_DONE:
+                    return self._existing(existing)
             if existing is not None:  # it failed or was cancelled: pressing again retries
                 request_key = f"{request_key}:retry{existing.id}"
         parent, image = await self._parent_image(job_id, index)
@@ -539,10 +540,13 @@ class Service:
         if base is None:
             return None
         bucket = int(time.time() // DOUBLE_CLICK_WINDOW)
-        for b in (bucket, bucket - 1):
-            job = await self.store.find_job_by_request_key(f"{base}:{b}")
-            if job is not None:
-                return self._existing(job)
+        # Under the lock that creating and queueing a job holds, so a job found here already
+        # has its engine handle (a double click waits for the first click's result).
+        async with self._admission:
+            for b in (bucket, bucket - 1):
+                job = await self.store.find_job_by_request_key(f"{base}:{b}")
+                if job is not None:
+                    return self._existing(job)
         return None
 
     def _existing(self, job: Job) -> Submission:

@@ -253,7 +253,8 @@ async def cmd_admin(service: Service, args: argparse.Namespace) -> int:
         print(
             f"today: {stats.jobs_today} jobs, {stats.images_today} images, "
             f"by state {stats.by_state}; queue {stats.queue_length}; "
-            f"mean {stats.mean_seconds}, p95 {stats.p95_seconds} s"
+            f"mean {stats.mean_seconds}, p95 {stats.p95_seconds} s; "
+            f"engine {'running' if stats.engine.alive else 'not running in this process'}"
         )
     elif action == "audit":
         for e in await admin.audit_log(actor, args.limit):

@@ -255,6 +255,7 @@ async def test_admin_stats_queue_and_audit_through_discord(h):
         await h.imagine("a castle --seed 3")
         stats = await slash_text(h, "admin stats", user=h.fake.owner_id)
         assert "1 jobs" in stats and "4 images" in stats and "p95" in stats
+        assert "Engine**: running" in stats
         await slash_text(h, "admin block", {"term": "drag*n"}, user=h.fake.owner_id)
         audit = await slash_text(h, "admin audit", user=h.fake.owner_id)
         assert "blocklist_add" in audit

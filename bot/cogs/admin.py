@@ -286,9 +286,16 @@ class AdminCog(commands.Cog):
                 if s.mean_seconds is not None and s.p95_seconds is not None
                 else "no finished jobs yet"
             )
+            health = s.engine
+            engine = "running" if health.alive else "stopped"
+            if health.out_of_memory:
+                engine += f", {health.out_of_memory} out-of-memory errors since start"
+            if health.last_error:
+                engine += f"; last error: {health.last_error[:200]}"
             return (
                 f"**Today (UTC)**: {s.jobs_today} jobs ({states}), {s.images_today} images\n"
-                f"**Queue**: {s.queue_length} · **generation time**: {times}"
+                f"**Queue**: {s.queue_length} · **generation time**: {times}\n"
+                f"**Engine**: {engine}"
             )
 
         await answer_privately(interaction, action)

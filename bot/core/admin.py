@@ -27,6 +27,7 @@ from bot.core.models import (
 )
 from bot.core.moderation import compile_blocklist_term
 from bot.core.service import Actor, Service, utc_midnight
+from engine.requests import EngineHealth
 
 Ban = User | Member  # where a ban lives: the user (everywhere) or the member (one server)
 
@@ -63,6 +64,7 @@ class Stats:
     queue_length: int
     mean_seconds: float | None
     p95_seconds: float | None
+    engine: EngineHealth
 
 
 class Admin:
@@ -322,6 +324,7 @@ class Admin:
             queue_length=len(self.service.engine.snapshot()),
             mean_seconds=statistics.fmean(durations) if durations else None,
             p95_seconds=p95,
+            engine=self.service.engine.health(),
         )
 
     async def audit_log(self, actor: Actor, limit: int = 20) -> list[AuditEvent]:

@@ -12,8 +12,8 @@ from typing import Literal
 from pydantic import AliasChoices, Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from bot.core.errors import ConfigError
-from bot.core.grammar import SAMPLERS, Defaults, Limits, parse_prompt
+from bot.core.errors import ConfigError, EaselError
+from bot.core.grammar import SAMPLERS, Defaults, Limits, check_default
 
 ENV_PREFIX = "EASEL_"
 
@@ -87,8 +87,8 @@ class Settings(BaseSettings):
     @classmethod
     def _valid_aspect(cls, value: str) -> str:
         try:
-            parse_prompt(f"x --ar {value}")
-        except Exception as exc:
+            check_default("aspect", value)
+        except EaselError as exc:
             raise ValueError(str(exc)) from None
         return value
 

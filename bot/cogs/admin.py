@@ -12,7 +12,7 @@ import discord
 from discord import app_commands
 from discord.ext import commands
 
-from bot.cogs.common import actor_from, answer_privately
+from bot.cogs.common import actor_from, answer_privately, given
 from bot.cogs.user import SAMPLER_CHOICES
 from bot.core.admin import Admin
 from bot.core.models import GuildSettings
@@ -213,21 +213,17 @@ class AdminCog(commands.Cog):
         sampler: str | None = None,
         negative: str | None = None,
     ) -> None:
-        changes = {
-            k: v
-            for k, v in {
-                "nsfw_rule": nsfw,
-                "blur_flagged": blur,
-                "daily_images_per_user": daily_quota,
-                "max_steps": max_steps,
-                "aspect": aspect,
-                "steps": steps,
-                "guidance": guidance,
-                "sampler": sampler,
-                "negative": negative,
-            }.items()
-            if v is not None
-        }
+        changes = given(
+            nsfw_rule=nsfw,
+            blur_flagged=blur,
+            daily_images_per_user=daily_quota,
+            max_steps=max_steps,
+            aspect=aspect,
+            steps=steps,
+            guidance=guidance,
+            sampler=sampler,
+            negative=negative,
+        )
 
         async def action(actor: Actor) -> str:
             if not changes:

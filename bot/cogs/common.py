@@ -31,6 +31,11 @@ def actor_from(interaction: discord.Interaction) -> Actor:
     )
 
 
+def given(**options: object) -> dict[str, object]:
+    """The options a slash command was actually given (Discord leaves out the rest)."""
+    return {name: value for name, value in options.items() if value is not None}
+
+
 async def answer_privately(interaction: discord.Interaction, action: Action) -> None:
     """Defer (ephemeral) at once, run ``action`` for the caller, show its text or its error."""
     await interaction.response.defer(ephemeral=True, thinking=True)

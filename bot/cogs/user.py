@@ -8,7 +8,7 @@ import discord
 from discord import app_commands
 from discord.ext import commands
 
-from bot.cogs.common import answer_privately
+from bot.cogs.common import answer_privately, given
 from bot.core.grammar import SAMPLERS
 from bot.core.models import UserSettings
 from bot.core.service import Actor
@@ -73,20 +73,16 @@ class UserCog(commands.Cog):
         remix: bool | None = None,
         private: bool | None = None,
     ) -> None:
-        changes = {
-            k: v
-            for k, v in {
-                "aspect": aspect,
-                "steps": steps,
-                "guidance": guidance,
-                "sampler": sampler,
-                "negative": negative,
-                "suffix": suffix,
-                "remix_mode": remix,
-                "private": private,
-            }.items()
-            if v is not None
-        }
+        changes = given(
+            aspect=aspect,
+            steps=steps,
+            guidance=guidance,
+            sampler=sampler,
+            negative=negative,
+            suffix=suffix,
+            remix_mode=remix,
+            private=private,
+        )
 
         async def action(actor: Actor) -> str:
             if not changes:

@@ -14,7 +14,7 @@ from datetime import timedelta
 from typing import Any
 
 from bot.core.errors import InvalidInput, NotFound
-from bot.core.grammar import parse_prompt
+from bot.core.grammar import DEFAULT_PARAMETERS, check_default
 from bot.core.models import (
     AuditEvent,
     BlocklistEntry,
@@ -283,14 +283,8 @@ class Admin:
                     raise InvalidInput(
                         f"A server's daily quota goes from 0 to this installation's {ceiling}."
                     )
-            elif name in ("aspect", "steps", "guidance", "sampler") and value is not None:
-                flag = {"aspect": "ar", "guidance": "cfg"}.get(name, name)
-                parsed = parse_prompt(f"x --{flag} {value}", limits=limits)
-                value = (
-                    f"{parsed.aspect[0]}:{parsed.aspect[1]}"
-                    if name == "aspect" and parsed.aspect
-                    else getattr(parsed, name)
-                )
+            elif name in DEFAULT_PARAMETERS and value is not None:
+                value = check_default(name, value, limits)
             elif name in ("allowed_channel_ids", "admin_role_ids"):
                 value = tuple(sorted({int(v) for v in value}))
             elif name not in ("negative", "blur_flagged"):

@@ -338,6 +338,22 @@ _HELP = {
 }
 
 
+_DEFAULT_FLAGS = {"aspect": "ar", "steps": "steps", "guidance": "cfg", "sampler": "sampler"}
+
+
+def check_default(name: str, value: object, limits: Limits = Limits()) -> object:
+    """A default (aspect, steps, guidance or sampler), checked exactly as if it were typed as
+    its parameter; returns it in normal form ("16:9", 30, 7.5, "ddim")."""
+    parsed = parse_prompt(f"x --{_DEFAULT_FLAGS[name]} {value}", limits=limits)
+    if name == "aspect":
+        assert parsed.aspect is not None
+        return f"{parsed.aspect[0]}:{parsed.aspect[1]}"
+    return getattr(parsed, name)
+
+
+DEFAULT_PARAMETERS = tuple(_DEFAULT_FLAGS)
+
+
 # ---------------------------------------------------------------------------------------------
 # Resolving
 

@@ -37,6 +37,13 @@ class NsfwRule(StrEnum):
     AGE_RESTRICTED = "age_restricted"  # allowed only in channels Discord marks age-restricted
 
 
+def defaults_of(settings: object) -> Defaults:
+    """The generation defaults a settings record holds (the fields it shares with Defaults)."""
+    return Defaults(
+        **{f.name: getattr(settings, f.name) for f in fields(Defaults) if hasattr(settings, f.name)}
+    )
+
+
 def _from_dict(cls: type, data: dict[str, Any] | None) -> Any:
     names = {f.name for f in fields(cls)}
     return cls(**{k: v for k, v in (data or {}).items() if k in names})
@@ -57,14 +64,7 @@ class UserSettings:
     private: bool = False
 
     def defaults(self) -> Defaults:
-        return Defaults(
-            aspect=self.aspect,
-            steps=self.steps,
-            guidance=self.guidance,
-            sampler=self.sampler,
-            negative=self.negative,
-            suffix=self.suffix,
-        )
+        return defaults_of(self)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -91,13 +91,7 @@ class GuildSettings:
     negative: str | None = None
 
     def defaults(self) -> Defaults:
-        return Defaults(
-            aspect=self.aspect,
-            steps=self.steps,
-            guidance=self.guidance,
-            sampler=self.sampler,
-            negative=self.negative,
-        )
+        return defaults_of(self)
 
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)

@@ -35,10 +35,12 @@ from bot.core.errors import (
     TooManyJobs,
 )
 from bot.core.grammar import (
+    DEFAULT_PARAMETERS,
     SEED_MAX,
     Defaults,
     GenerationSpec,
     Limits,
+    check_default,
     check_preset_name,
     format_spec,
     image_seed,
@@ -919,8 +921,8 @@ class Service:
                 raise InvalidInput(f"There is no setting called {name}.")
             if isinstance(value, str):
                 value = value.strip() or None
-            if value is not None and name in _SETTING_PARAMETER:
-                value = _checked_setting(name, value, limits)
+            if value is not None and name in DEFAULT_PARAMETERS:
+                value = check_default(name, value, limits)
             if name in ("negative", "suffix") and value and len(value) > 300:
                 raise InvalidInput(f"The {name} setting is limited to 300 characters.")
             clean[name] = value
@@ -968,18 +970,6 @@ class Service:
             detail={"files": deleted},
         )
         return deleted
-
-
-_SETTING_PARAMETER = {"aspect": "ar", "steps": "steps", "guidance": "cfg", "sampler": "sampler"}
-
-
-def _checked_setting(name: str, value: object, limits: Limits) -> object:
-    """A personal default, checked by the grammar exactly as if typed as a parameter."""
-    parsed = parse_prompt(f"x --{_SETTING_PARAMETER[name]} {value}", limits=limits)
-    if name == "aspect":
-        assert parsed.aspect is not None
-        return f"{parsed.aspect[0]}:{parsed.aspect[1]}"
-    return getattr(parsed, name)
 
 
 def _check_denoising(spec: GenerationSpec) -> None:

@@ -232,10 +232,10 @@ class Engine:
     def _run(self, batch: list[_Job]) -> None:
         try:
             self._generate(batch)
-        except StepAborted:
-            reason = "stop" if self._stop.is_set() else "cancelled"
+        except StepAborted:  # stopping, or every job of the batch was cancelled
+            error = EngineStopped("Easel stopped mid-job.") if self._stop.is_set() else None
             for job in batch:
-                _fail(job, EngineStopped("Easel stopped mid-job.") if reason == "stop" else None)
+                _fail(job, error)
         except Exception as exc:
             if _is_out_of_memory(exc):
                 self._health.out_of_memory += 1

@@ -43,6 +43,7 @@ async def test_u_then_upscale_then_variations(h):
         pressed = await h.fake.click(grid, f"easel:u:{job}:1")
         single = await h.done(pressed)
         assert image_of(single).size == (64, 64) and "Image #2" in single["content"]
+        assert "Seed: 4" in image_of(single).text["parameters"]  # the stored file, as made
         assert custom_ids(single) == [f"easel:{a}:{job}:1" for a in ("up", "vs", "vS", "rx")] + [
             f"easel:r:{job}"
         ]

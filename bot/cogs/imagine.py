@@ -228,16 +228,28 @@ class Jobs:
             return PILImage.new("RGB", picture.size, (54, 57, 63))
         return picture
 
+    def _picture_file(
+        self, images: list[Image], blur: bool, limit: int, stem: str
+    ) -> tuple[bytes, str]:
+        """The file to post (off the event loop: decoding, compositing and encoding are slow).
+        A single image goes as its stored PNG, generation parameters included."""
+        if len(images) == 1 and not images[0].withheld:
+            png = self.service.image_bytes(images[0])
+        else:
+            pictures = [self._visible(i, blur) for i in images]
+            png = _png(pictures[0] if len(pictures) == 1 else compose_grid(pictures))
+        return fit_for_upload(png, limit, stem)
+
     async def render_job(
         self, outcome: Outcome, limit: int, user_id: int | None
     ) -> tuple[str, Attachment, discord.ui.View]:
         job, images = outcome.job, [i for i in outcome.images if not i.deleted]
         guild = await self.service.store.get_guild_settings(job.guild_id) if job.guild_id else None
         blur = bool(guild and guild.blur_flagged)
-        pictures = await asyncio.to_thread(lambda: [self._visible(i, blur) for i in images])
         single = len(images) == 1
-        png = await asyncio.to_thread(_png, pictures[0] if single else compose_grid(pictures))
-        data, filename = await asyncio.to_thread(fit_for_upload, png, limit, f"easel_{job.id}")
+        data, filename = await asyncio.to_thread(
+            self._picture_file, images, blur, limit, f"easel_{job.id}"
+        )
         withheld = [i.index + 1 for i in images if i.withheld]
         if withheld and blur:
             filename = "SPOILER_" + filename

@@ -1,10 +1,11 @@
 # `make demo` and `make test` set up .venv on first use (a few minutes), then run.
 PYTHON ?= python3
 VENV ?= .venv
-# A pinned torch, installed before the project so pip keeps it. On Linux, PyPI's build of this
-# version includes CUDA; for another CUDA or ROCm build, pass e.g.
-#   make TORCH="torch==2.13.0 --index-url https://download.pytorch.org/whl/cu128"
-TORCH ?= torch==2.13.0
+# A pinned torch and torchvision, installed before the project so pip keeps them (the real
+# upscalers need torchvision). On Linux, PyPI's builds of these versions include CUDA; for
+# another CUDA or ROCm build, pass e.g.
+#   make setup TORCH="torch==2.14.1 torchvision==0.29.1 --index-url https://download.pytorch.org/whl/cu128"
+TORCH ?= torch==2.14.1 torchvision==0.29.1
 BIN := $(VENV)/bin
 PROMPT ?= a lighthouse at dusk --ar 16:9 --seed 7
 
@@ -12,7 +13,7 @@ PROMPT ?= a lighthouse at dusk --ar 16:9 --seed 7
 
 setup: $(VENV)/.installed
 
-$(VENV)/.installed: pyproject.toml
+$(VENV)/.installed: pyproject.toml Makefile
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --disable-pip-version-check -q $(TORCH)
 	$(BIN)/python -m pip install --disable-pip-version-check -q -e '.[dev]'

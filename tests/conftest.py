@@ -1,4 +1,5 @@
-"""Shared fixtures: a real SQLite file with real migrations for every test that needs one."""
+"""Shared fixtures: a real SQLite file with real migrations for every test that needs one, and a
+throwaway PostgreSQL server (started once, only when a test asks for it)."""
 
 from __future__ import annotations
 
@@ -32,6 +33,30 @@ async def db_engine(db_url):
 @pytest.fixture
 async def store(db_engine):
     return Store(make_sessionmaker(db_engine))
+
+
+@pytest.fixture(scope="session")
+def postgres_cluster():
+    """A PostgreSQL server for this test session, deleted at the end (see tests/pg.py).
+
+    Fails, rather than skips, where PostgreSQL is not installed: the store is tested on both."""
+    from tests.pg import PostgresCluster, PostgresUnavailable
+
+    try:
+        cluster = PostgresCluster.start()
+    except PostgresUnavailable as exc:
+        pytest.fail(str(exc), pytrace=False)
+    yield cluster
+    cluster.stop()
+
+
+@pytest.fixture
+async def postgres_url(postgres_cluster):
+    """The URL of a new, empty Postgres database (no migrations applied), dropped after the
+    test. Another process may open it too."""
+    url = await postgres_cluster.create_database()
+    yield url
+    await postgres_cluster.drop_database(url)
 
 
 @pytest.fixture

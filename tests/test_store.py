@@ -1,8 +1,11 @@
-"""The repository against a real SQLite file with the migrations applied."""
+"""The repository against a real database with the migrations applied: every test that uses the
+database runs twice, on a SQLite file and on a PostgreSQL server (tests/pg.py)."""
 
 from __future__ import annotations
 
+import asyncio
 import sqlite3
+import sys
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -10,7 +13,7 @@ from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 from PIL import Image as PILImage
 
-from bot.core.errors import InvalidInput, NotFound
+from bot.core.errors import ConfigError, InvalidInput, NotFound
 from bot.core.grammar import parse_prompt, resolve
 from bot.core.metadata import parse_parameters
 from bot.core.models import (
@@ -22,8 +25,17 @@ from bot.core.models import (
     NsfwRule,
     UserSettings,
 )
-from bot.store.db import current_revision, downgrade, make_engine, upgrade
+from bot.store.db import current_revision, downgrade, make_engine, make_sessionmaker, upgrade
+from bot.store.repos import Store
 from bot.store.tables import Base
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def db_url(request, tmp_path):
+    """Overrides conftest's: the ``db_engine`` and ``store`` fixtures follow it."""
+    if request.param == "postgres":
+        return request.getfixturevalue("postgres_url")
+    return f"sqlite+aiosqlite:///{tmp_path / 'easel.db'}"
 
 
 def spec(text="a lighthouse at dusk --seed 7 --count 4"):
@@ -77,6 +89,7 @@ async def test_models_and_migrations_do_not_drift(db_engine):
         assert await conn.run_sync(diff) == []
 
 
+@pytest.mark.parametrize("db_url", ["sqlite"], indirect=True)
 async def test_sqlite_runs_in_wal_with_foreign_keys(db_engine, tmp_path):
     async with db_engine.connect() as conn:
         mode = (await conn.exec_driver_sql("PRAGMA journal_mode")).scalar()
@@ -84,6 +97,50 @@ async def test_sqlite_runs_in_wal_with_foreign_keys(db_engine, tmp_path):
         busy = (await conn.exec_driver_sql("PRAGMA busy_timeout")).scalar()
     assert (mode, fks) == ("wal", 1)
     assert busy >= 1000
+
+
+@pytest.mark.parametrize("db_url", ["postgres"], indirect=True)
+async def test_postgres_connections_closed_by_the_server_are_replaced(db_engine, db_url):
+    """A database restart or an idle timeout must not fail the next command."""
+    store = Store(make_sessionmaker(db_engine))
+    user = await store.get_or_create_user("discord:1", "ann")  # leaves a connection in the pool
+    admin = make_engine(db_url)
+    async with admin.connect() as conn:
+        closed = (
+            await conn.exec_driver_sql(
+                "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
+                "WHERE application_name = 'easel' AND datname = current_database() "
+                "AND pid <> pg_backend_pid()"
+            )
+        ).scalar()
+    await admin.dispose()
+    assert closed >= 1
+    assert (await store.get_user(user.id)).name == "ann"
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "postgresql://easel:secret@db/easel",
+        "postgresql+psycopg2://easel@db/easel",
+        "sqlite:///easel.db",
+        "mysql+aiomysql://easel@db/easel",
+        "not a url",
+    ],
+)
+def test_database_url_names_a_supported_driver(url):
+    with pytest.raises(ConfigError) as error:
+        make_engine(url)
+    message = str(error.value)
+    assert message.startswith("Setting EASEL_DATABASE_URL: ")
+    assert "postgresql+asyncpg://USER:PASSWORD@HOST:PORT/DATABASE" in message
+    assert "secret" not in message
+
+
+def test_postgres_without_asyncpg_says_how_to_install_it(monkeypatch):
+    monkeypatch.setitem(sys.modules, "asyncpg", None)  # as if the extra were not installed
+    with pytest.raises(ConfigError, match=r"asyncpg driver is not installed .*easel\[postgres\]"):
+        make_engine("postgresql+asyncpg://easel@db/easel")
 
 
 async def test_users_are_created_once_and_keep_their_settings(store):
@@ -154,6 +211,21 @@ async def test_request_key_makes_a_double_click_one_job(store):
     assert (await store.find_job_by_request_key("k1")).id == first.id
 
 
+async def test_simultaneous_first_commands_make_one_user(store):
+    users = await asyncio.gather(*(store.get_or_create_user("discord:7", "gil") for _ in range(6)))
+    assert len({u.id for u in users}) == 1
+    assert (await store.find_user("discord:7")).id == users[0].id
+
+
+async def test_simultaneous_double_click_makes_one_job(store):
+    u = await store.get_or_create_user("local:d2", "d2")
+    new = NewJob(user_id=u.id, kind=JobKind.UPSCALE, spec=spec(), model="tiny", request_key="k2")
+    results = await asyncio.gather(*(store.create_job(new) for _ in range(6)))
+    assert sum(created for _, created in results) == 1
+    assert len({job.id for job, _ in results}) == 1
+    assert await store.count_jobs(user_id=u.id) == 1
+
+
 async def test_history_search_and_paging(store):
     u = await store.get_or_create_user("local:e", "e")
     for text in ["a red fox", "a blue whale", "red 100% cotton_shirt"]:
@@ -204,13 +276,13 @@ async def test_purge_keeps_files_other_jobs_share(store):
     assert await store.purge_job(a.id) == ["images/aa/same.png"]
 
 
-async def test_delete_user_removes_their_rows(store):
+async def test_forget_user_removes_their_rows(store):
     u = await store.get_or_create_user("local:h", "h")
     other = await store.get_or_create_user("local:i", "i")
     job = await new_job(store, u)
     await store.finish_job(job.id, JobState.DONE, images=images(1))
     keep = await new_job(store, other)
-    assert await store.delete_user(u.id) == ["images/x/0.png"]
+    assert await store.forget_user(u.id) == ["images/x/0.png"]
     with pytest.raises(NotFound):
         await store.get_job(job.id)
     assert await store.get_images(job.id) == []

@@ -45,7 +45,11 @@ def postgres_cluster():
     try:
         cluster = PostgresCluster.start()
     except PostgresUnavailable as exc:
-        pytest.fail(str(exc), pytrace=False)
+        problem = str(exc)
+    else:
+        problem = None
+    if problem:  # failed outside the except block, so the message is shown once
+        pytest.fail(problem, pytrace=False)
     yield cluster
     cluster.stop()
 

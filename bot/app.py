@@ -16,7 +16,7 @@ from typing import Any, NoReturn
 from bot.core.errors import ConfigError
 from bot.core.service import Service, ServiceConfig
 from bot.settings import Settings, load_settings
-from bot.store.db import current_revision, make_engine, make_sessionmaker, upgrade
+from bot.store.db import current_revision, make_engine, make_sessionmaker, safe_url, upgrade
 from bot.store.files import ImageFiles
 from bot.store.repos import Store
 from engine.requests import EngineHealth, EngineStopped, ModelInfo, QueuedJob
@@ -39,6 +39,11 @@ def configure_logging(level: str = "INFO") -> None:
         logging.getLogger(name).setLevel(max(logging.WARNING, logging.getLevelName(level)))
     # transformers warns at import time that torchvision is absent; it is not needed here.
     os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+
+
+def printable_db_url(settings: Settings) -> str:
+    """The database URL without its password (for messages and logs)."""
+    return safe_url(settings.db_url)
 
 
 async def upgrade_database(settings: Settings) -> str | None:

@@ -389,7 +389,7 @@ async def _dispatch(args: argparse.Namespace) -> int:
         return await asyncio.to_thread(bench, ["--out", args.out])
     if args.command == "db":
         revision = await app.upgrade_database(settings)
-        print(f"Database at {settings.db_url} is at revision {revision}.")
+        print(f"Database at {app.printable_db_url(settings)} is at revision {revision}.")
         return EXIT_OK
     needs_engine = args.command in ("imagine", "upscale", "vary", "reroll")
     async with app.open_app(settings, with_engine=needs_engine) as running:

@@ -246,7 +246,8 @@ async def test_forget_me_after_confirmation(h):
             lambda m: m["id"] == prompt["id"] and "deleted" in m["content"], timeout=WAIT
         )
         assert confirmed.responded
-    assert await h.store.find_user(f"discord:{h.fake.user_id}") is None
+    user = await h.store.find_user(f"discord:{h.fake.user_id}")
+    assert user.name == "" and await h.store.list_jobs(user_id=user.id) == []
     assert not any(p.exists() for p in paths)
 
 

@@ -22,7 +22,7 @@ from bot.core.errors import (
 )
 from bot.core.grammar import Defaults, Limits
 from bot.core.metadata import parse_parameters
-from bot.core.models import GuildSettings, JobKind, JobState, NsfwRule
+from bot.core.models import GuildSettings, JobKind, JobState, NsfwRule, UserSettings
 from bot.core.service import Actor, Service, ServiceConfig, Upload
 from engine.worker import Engine
 
@@ -384,7 +384,8 @@ async def test_forget_me_deletes_jobs_settings_and_files(make_service, store, fi
     assert deleted == 0  # Bob's identical images keep the shared files
     with pytest.raises(NotFound):
         await store.get_job(mine.job.id)
-    assert (await store.find_user("discord:1")) is None
+    forgotten = await store.find_user("discord:1")  # kept for enforcement, nothing personal
+    assert forgotten.name == "" and forgotten.settings == UserSettings()
     assert all(files.path(i.path).exists() for i in theirs.images)
     other = await imagine(service, "unique to bob --seed 99 --count 1", actor=BOB)
     assert await service.forget_me(BOB) == len(theirs.images) + 1

@@ -164,6 +164,11 @@ class NewJob:
     request_key: str | None = None
     state: JobState = JobState.QUEUED
     error: str | None = None
+    from_photo: bool = False
+    age_restricted: bool = False
+    private: bool = False
+    runner: str | None = None
+    params: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -201,6 +206,13 @@ class Job:
     started_at: datetime | None
     finished_at: datetime | None
     request_key: str | None = None
+    # Decided when the job was made, inherited from its parent (see bot.core.privacy).
+    from_photo: bool = False  # derived from an uploaded photo: the photo hard limits hold
+    age_restricted: bool = False  # made where age-restricted content was allowed
+    private: bool = False  # shown to its owner only
+    runner: str | None = None  # the process that runs it ("bot:…" or "cli:…")
+    params: dict[str, Any] = field(default_factory=dict)
+    delivery_error: str | None = None  # Discord refused every way of delivering it
 
 
 @dataclass(frozen=True)

@@ -960,7 +960,7 @@ class Service:
             user_id=user.id, states=[JobState.QUEUED, JobState.RUNNING], limit=1000
         ):
             self.engine.cancel(job.id)
-        paths = await self.store.delete_user(user.id)
+        paths = await self.store.forget_user(user.id)
         deleted = sum([await asyncio.to_thread(self.files.delete, p) for p in paths])
         await self.store.add_audit(
             actor=actor.key,

@@ -34,6 +34,8 @@ from bot.store.tables import (
     BlocklistEntryRow,
     GuildRow,
     ImageRow,
+    ImageUsageRow,
+    JobMessageRow,
     JobRow,
     MemberRow,
     UserRow,
@@ -105,6 +107,12 @@ def _job(row: JobRow) -> Job:
         started_at=row.started_at,
         finished_at=row.finished_at,
         request_key=row.request_key,
+        from_photo=row.from_photo,
+        age_restricted=row.age_restricted,
+        private=row.private,
+        runner=row.runner,
+        params=dict(row.params or {}),
+        delivery_error=row.delivery_error,
     )
 
 
@@ -207,22 +215,43 @@ class Store:
             values["quota_reset_at"] = utcnow()
         return await self._update_user(user_id, **values)
 
-    async def delete_user(self, user_id: int) -> list[str]:
-        """Delete the user, their jobs and image rows; return the files nobody else uses."""
+    async def forget_user(self, user_id: int) -> list[str]:
+        """Delete what is personal about a user and return the files nobody else uses.
+
+        Deleted: their jobs (prompts, parameters), image rows, messages, settings, name, and the
+        prompt text of their refused requests. Other users' jobs made from their images lose the
+        start image (they keep ``from_photo``). Kept, because enforcement needs them: the user row
+        with its key, bans and quota overrides, their per-server member rows, the quota ledger,
+        and the audit trail (refusals without their prompt).
+        """
         async with self._sessions() as s:
-            paths = set(
-                await s.scalars(select(ImageRow.path).join(JobRow).where(JobRow.user_id == user_id))
-            )
-            uploads = set(
+            user = await s.get(UserRow, user_id)
+            if user is None:
+                raise NotFound(f"There is no user #{user_id}.")
+            mine = select(JobRow.id).where(JobRow.user_id == user_id)
+            paths = set(await s.scalars(select(ImageRow.path).where(ImageRow.job_id.in_(mine))))
+            paths |= {
                 p
-                for p in await s.scalars(
-                    select(JobRow.init_image_path).where(JobRow.user_id == user_id)
-                )
+                for p in await s.scalars(select(JobRow.init_image_path).where(JobRow.id.in_(mine)))
                 if p
-            )
-            await s.execute(delete(UserRow).where(UserRow.id == user_id))
+            }
+            if paths:
+                await s.execute(
+                    update(JobRow)
+                    .where(JobRow.user_id != user_id, JobRow.init_image_path.in_(paths))
+                    .values(init_image_path=None)
+                )
+            await s.execute(delete(JobRow).where(JobRow.user_id == user_id))
+            user.name = ""
+            user.settings = {}
+            for event in await s.scalars(
+                select(AuditEventRow).where(
+                    AuditEventRow.actor == user.key, AuditEventRow.action == "refuse"
+                )
+            ):
+                event.detail = {k: v for k, v in (event.detail or {}).items() if k != "prompt"}
             await s.commit()
-            return await self._unreferenced(s, paths | uploads)
+            return await self._unreferenced(s, paths)
 
     async def _unreferenced(self, s: AsyncSession, paths: Iterable[str]) -> list[str]:
         # Files are content-addressed: another job may hold the very same bytes.
@@ -329,6 +358,11 @@ class Store:
             attempts=0,
             charged_images=0,
             request_key=new.request_key,
+            from_photo=new.from_photo,
+            age_restricted=new.age_restricted,
+            private=new.private,
+            runner=new.runner,
+            params=dict(new.params),
             created_at=now,
             finished_at=now if new.state.finished else None,
         )
@@ -405,6 +439,14 @@ class Store:
                 .where(JobRow.id == job_id, JobRow.state.in_(UNFINISHED))
                 .values(**values)
             )
+            if result.rowcount == 1 and values["charged_images"]:
+                job = await s.get(JobRow, job_id)
+                assert job is not None
+                s.add(
+                    ImageUsageRow(
+                        user_id=job.user_id, guild_id=job.guild_id, images=values["charged_images"]
+                    )
+                )
             if result.rowcount == 1:
                 s.add_all(
                     ImageRow(
@@ -431,7 +473,50 @@ class Store:
         return await self._update_job(job_id, state=JobState.QUEUED.value, started_at=None)
 
     async def set_message(self, job_id: int, *, channel_id: int | None, message_id: int) -> Job:
+        """The message that shows this job (edited in place later), recorded among its copies."""
+        if channel_id is not None:
+            await self.add_message(job_id, channel_id=channel_id, message_id=message_id)
         return await self._update_job(job_id, channel_id=channel_id, message_id=message_id)
+
+    async def add_message(self, job_id: int, *, channel_id: int, message_id: int) -> None:
+        """Record a message the job's images were posted in (once per message)."""
+        async with self._sessions() as s:
+            exists = await s.scalar(
+                select(JobMessageRow.id).where(JobMessageRow.message_id == message_id)
+            )
+            if exists is None:
+                s.add(JobMessageRow(job_id=job_id, channel_id=channel_id, message_id=message_id))
+                try:
+                    await s.commit()
+                except IntegrityError:  # recorded meanwhile, or the job is gone
+                    await s.rollback()
+
+    async def job_messages(self, job_id: int) -> list[tuple[int, int]]:
+        """(channel id, message id) of every message the job's images were posted in."""
+        async with self._sessions() as s:
+            rows = await s.execute(
+                select(JobMessageRow.channel_id, JobMessageRow.message_id)
+                .where(JobMessageRow.job_id == job_id)
+                .order_by(JobMessageRow.id)
+            )
+            return [(int(c), int(m)) for c, m in rows]
+
+    async def remove_message(self, message_id: int) -> None:
+        async with self._sessions() as s:
+            await s.execute(delete(JobMessageRow).where(JobMessageRow.message_id == message_id))
+            await s.commit()
+
+    async def job_of_message(self, message_id: int) -> int | None:
+        async with self._sessions() as s:
+            return await s.scalar(
+                select(JobMessageRow.job_id).where(JobMessageRow.message_id == message_id)
+            )
+
+    async def set_delivery_error(self, job_id: int, error: str | None) -> Job:
+        return await self._update_job(job_id, delivery_error=error)
+
+    async def set_runner(self, job_id: int, runner: str | None) -> Job:
+        return await self._update_job(job_id, runner=runner)
 
     async def _update_job(self, job_id: int, **values: Any) -> Job:
         async with self._sessions() as s:
@@ -485,9 +570,10 @@ class Store:
         )
 
     async def images_charged_since(self, user_id: int, since: datetime) -> int:
-        """Images delivered to this user since ``since`` (the quota's "used today")."""
-        query = select(func.coalesce(func.sum(JobRow.charged_images), 0)).where(
-            JobRow.user_id == user_id, JobRow.created_at >= since
+        """Images delivered to this user since ``since`` (the quota's "used today"), from the
+        ledger, which outlives the jobs."""
+        query = select(func.coalesce(func.sum(ImageUsageRow.images), 0)).where(
+            ImageUsageRow.user_id == user_id, ImageUsageRow.created_at >= since
         )
         async with self._sessions() as s:
             return int(await s.scalar(query) or 0)

@@ -60,8 +60,18 @@ class Base(DeclarativeBase):
     metadata = MetaData(naming_convention=NAMING_CONVENTION)
 
 
+# Ids are handed out once: a deleted row's id is never given to a new one (SQLite reuses the
+# largest rowid after a delete unless the table is AUTOINCREMENT), so an old button or command
+# naming a deleted job can never reach someone else's.
+NEVER_REUSE_IDS = {"sqlite_autoincrement": True}
+
+
 class UserRow(Base):
+    """A person Easel knows. /forget-me clears the name and settings but keeps the row: the
+    bans and quota overrides on it (and on their member rows) are enforcement, not personal data."""
+
     __tablename__ = "user"
+    __table_args__ = (NEVER_REUSE_IDS,)
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     key: Mapped[str] = mapped_column(String(64), unique=True)
@@ -106,6 +116,7 @@ class JobRow(Base):
         # "Images this user made today" and "this user's recent jobs".
         Index("ix_job_user_id_created_at", "user_id", "created_at"),
         Index("ix_job_state", "state"),
+        NEVER_REUSE_IDS,
     )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
@@ -138,6 +149,20 @@ class JobRow(Base):
     charged_images: Mapped[int] = mapped_column(Integer, default=0)
     # Makes a double click one job: the adapter derives it from the button and the presser.
     request_key: Mapped[str | None] = mapped_column(String(200), unique=True)
+    # Decided once, when the job is made, and inherited by every job made from its images:
+    # derived from an uploaded photo (the hard limits on photos hold for all descendants, whoever
+    # owns them, whatever is deleted later), made where age-restricted content was allowed (shown
+    # only where it still is), and a private result (shown only to its owner).
+    from_photo: Mapped[bool] = mapped_column(Boolean, default=False)
+    age_restricted: Mapped[bool] = mapped_column(Boolean, default=False)
+    private: Mapped[bool] = mapped_column(Boolean, default=False)
+    # Which process runs it ("bot:<host>:<pid>:<start>", "cli:..."), so a process that died is told
+    # from one still running, and a bot never picks up a job made at the command line.
+    runner: Mapped[str | None] = mapped_column(String(120))
+    # Parameters particular to the job's kind (mask, zoom factor, LoRA set...), as JSON.
+    params: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    # Why its result could not be delivered (Discord refused every way), so delivery stops trying.
+    delivery_error: Mapped[str | None] = mapped_column(Text)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     started_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
@@ -145,7 +170,7 @@ class JobRow(Base):
 
 class ImageRow(Base):
     __tablename__ = "image"
-    __table_args__ = (UniqueConstraint("job_id", "index"),)
+    __table_args__ = (UniqueConstraint("job_id", "index"), NEVER_REUSE_IDS)
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     job_id: Mapped[int] = mapped_column(ForeignKey("job.id", ondelete="CASCADE"), index=True)
@@ -157,6 +182,33 @@ class ImageRow(Base):
     sha256: Mapped[str] = mapped_column(String(64))
     deleted: Mapped[bool] = mapped_column(Boolean, default=False)
     withheld: Mapped[bool] = mapped_column(Boolean, default=False)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class JobMessageRow(Base):
+    """Every Discord message a job's images were posted in (the result, U copies, /show), so a
+    purge can delete them all."""
+
+    __tablename__ = "job_message"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    job_id: Mapped[int] = mapped_column(ForeignKey("job.id", ondelete="CASCADE"), index=True)
+    channel_id: Mapped[int] = mapped_column(BigInteger)
+    message_id: Mapped[int] = mapped_column(BigInteger, unique=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class ImageUsageRow(Base):
+    """The quota's ledger: images charged to a user, when, and counts only (no prompt, no image),
+    so deleting a user's jobs (/forget-me, purge) never gives their day's images back."""
+
+    __tablename__ = "image_usage"
+    __table_args__ = (Index("ix_image_usage_user_id_created_at", "user_id", "created_at"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    user_id: Mapped[int] = mapped_column(ForeignKey("user.id", ondelete="CASCADE"))
+    guild_id: Mapped[int | None] = mapped_column(BigInteger)
+    images: Mapped[int] = mapped_column(Integer)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
 
 
@@ -173,6 +225,7 @@ class BlocklistEntryRow(Base):
 
 class AuditEventRow(Base):
     __tablename__ = "audit_event"
+    __table_args__ = (NEVER_REUSE_IDS,)
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, index=True)

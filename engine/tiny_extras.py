@@ -138,7 +138,13 @@ def build_tiny_depth_model(directory: Path) -> Path:
 
 
 # A small generated vocabulary of caption words; the random decoder strings them together.
-CAPTION_WORDS = ["a", "an", "the", "of", "with", "on", "in", "and", "at", "by", "near", "under", "photo", "painting", "drawing", "portrait", "view", "red", "blue", "green", "yellow", "black", "white", "golden", "old", "small", "large", "cat", "dog", "house", "tree", "car", "sky", "sea", "mountain", "city", "street", "woman", "man", "girl", "boy", "flower", "field", "forest", "river", "night", "sunset", "light", "bird", "boat", "bridge", "window", "door", "road", "castle", "garden", "lake", "snow", "rain", "cloud"]
+_CAPTION_TEXT = (
+    "a an the of with on in and at by near under photo painting drawing portrait view red blue "
+    "green yellow black white golden old small large cat dog house tree car sky sea mountain "
+    "city street woman man girl boy flower field forest river night sunset light bird boat "
+    "bridge window door road castle garden lake snow rain cloud"
+)
+CAPTION_WORDS = tuple(_CAPTION_TEXT.split())
 
 
 def build_tiny_captioner(directory: Path) -> Path:

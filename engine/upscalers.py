@@ -176,9 +176,7 @@ class Upscaler:
             out.putalpha(alpha.resize(out.size, Image.Resampling.LANCZOS))
         return out
 
-    def _one_pass(
-        self, rgb: np.ndarray, factor: int, tile: int | None, overlap: int
-    ) -> np.ndarray:
+    def _one_pass(self, rgb: np.ndarray, factor: int, tile: int | None, overlap: int) -> np.ndarray:
         """One run of the model over ``rgb`` (H×W×3 uint8), tiled, giving ``factor``× the size."""
         height, width = rgb.shape[:2]
         tile_h, tile_w = (height, width) if tile is None else (min(tile, height), min(tile, width))

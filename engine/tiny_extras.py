@@ -224,12 +224,16 @@ def build_tiny_controlnet(directory: Path, *, data_dir: Path) -> Path:
         controlnet = ControlNetModel.from_unet(
             _tiny_unet(data_dir), conditioning_embedding_out_channels=(8, 8, 16, 16)
         )
-        zero_convs = [
-            controlnet.controlnet_cond_embedding.conv_out,
-            *controlnet.controlnet_down_blocks,
-            controlnet.controlnet_mid_block,
-        ]
+        embedding = controlnet.controlnet_cond_embedding
+        zero_convs = [*controlnet.controlnet_down_blocks, controlnet.controlnet_mid_block]
         with torch.no_grad():
+            # He initialisation keeps the map's signal alive through the embedding's eight
+            # convolutions (PyTorch's default init all but erases it), then a strong last layer.
+            for conv in embedding.modules():
+                if isinstance(conv, torch.nn.Conv2d):
+                    torch.nn.init.kaiming_normal_(conv.weight, nonlinearity="relu")
+                    torch.nn.init.zeros_(conv.bias)
+            torch.nn.init.normal_(embedding.conv_out.weight, std=1.0)
             for conv in zero_convs:
                 torch.nn.init.normal_(conv.weight, std=0.5)
                 torch.nn.init.normal_(conv.bias, std=0.5)

@@ -15,6 +15,7 @@ from typing import Any, NoReturn
 
 from bot.core.errors import ConfigError
 from bot.core.service import Service, ServiceConfig
+from bot.processes import is_alive, this_process
 from bot.settings import Settings, load_settings
 from bot.store.db import current_revision, make_engine, make_sessionmaker, safe_url, upgrade
 from bot.store.files import ImageFiles
@@ -64,7 +65,7 @@ class App:
     service: Service
 
 
-def service_config(settings: Settings) -> ServiceConfig:
+def service_config(settings: Settings, runner: str | None = None) -> ServiceConfig:
     return ServiceConfig(
         limits=settings.limits,
         defaults=settings.defaults,
@@ -75,6 +76,7 @@ def service_config(settings: Settings) -> ServiceConfig:
         max_upscale_pixels=settings.max_upscale_pixels,
         attempts=settings.attempts,
         admin_role_ids=tuple(settings.admin_role_ids),
+        runner=runner,
     )
 
 
@@ -99,9 +101,12 @@ class NoEngine:
 
 
 @asynccontextmanager
-async def open_app(settings: Settings, *, with_engine: bool = True) -> AsyncIterator[App]:
+async def open_app(
+    settings: Settings, *, with_engine: bool = True, runner: str = "cli"
+) -> AsyncIterator[App]:
     """The whole stack, ready; stopped and closed on exit. Without the engine for commands
-    that only read or change records."""
+    that only read or change records. ``runner`` is "bot" or "cli": what this process is, for
+    the jobs it runs."""
     from engine.loading import ModelLoadError, load_model
     from engine.safety import load_safety_checker
     from engine.worker import Engine
@@ -112,8 +117,10 @@ async def open_app(settings: Settings, *, with_engine: bool = True) -> AsyncIter
         await upgrade(db)
         store = Store(make_sessionmaker(db))
         files = ImageFiles(settings.data_dir)
+        config = service_config(settings, this_process(runner))
         if not with_engine:
-            service = Service(store, files, NoEngine(settings), service_config(settings))
+            service = Service(store, files, NoEngine(settings), config, is_alive=is_alive)
+            await service.recover()
             yield App(settings, store, files, None, service)
             return
         try:
@@ -147,7 +154,8 @@ async def open_app(settings: Settings, *, with_engine: bool = True) -> AsyncIter
             except ModelLoadError as exc:
                 raise ConfigError(f"Setting EASEL_SAFETY_CHECKER: {exc}") from None
         engine.start()
-        service = Service(store, files, engine, service_config(settings), classifier=classifier)
+        service = Service(store, files, engine, config, classifier=classifier, is_alive=is_alive)
+        await service.recover()  # jobs of easel commands that were killed hold no slots
         yield App(settings, store, files, engine, service)
     finally:
         if engine is not None:

@@ -223,9 +223,15 @@ async def cmd_admin(service: Service, args: argparse.Namespace) -> int:
     elif action == "quota":
         if args.daily != "default" and not args.daily.isdigit():
             raise InvalidInput("The quota is a number of images a day, or 'default'.")
-        daily = None if args.daily == "default" else int(args.daily)
+        default = args.daily == "default"
         target = _user_key(args.target)
-        quota = await admin.set_quota(actor, target, daily, reset_usage=args.reset)
+        quota = await admin.set_quota(
+            actor,
+            target,
+            None if default else int(args.daily),
+            back_to_default=default,
+            reset_usage=args.reset,
+        )
         print(f"{target}: {quota} images a day" + (", today's given back." if args.reset else "."))
     elif action == "block":
         print(f"Blocked '{await admin.block(actor, args.term)}'.")
@@ -243,11 +249,13 @@ async def cmd_admin(service: Service, args: argparse.Namespace) -> int:
     elif action == "cancel":
         print(f"Job #{(await admin.cancel(actor, args.job, reason=args.reason)).id} is cancelled.")
     elif action == "purge":
-        job = await admin.purge(actor, args.job, reason=args.reason)
-        print(
-            f"Job #{job.id} is purged (its images are deleted). A Discord message it has "
-            "stays; purge from Discord with /admin purge to delete that too."
-        )
+        job, messages = await admin.purge(actor, args.job, reason=args.reason)
+        print(f"Job #{job.id} is purged (its images are deleted).")
+        if messages:
+            print(
+                f"{len(messages)} Discord message(s) showed it and stay: the command line has no "
+                "Discord connection; purge from Discord with /admin purge to delete them too."
+            )
     elif action == "stats":
         stats = await admin.stats(actor)
         print(
@@ -311,7 +319,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--user")
     sub.add_parser("run", help="run the Discord bot (needs DISCORD_TOKEN)")
     p = sub.add_parser("sync-commands", help="register the slash commands with Discord now")
-    p.add_argument("--guild", type=int, help="only in this server (instant, for testing)")
+    p.add_argument(
+        "--guild", type=int, help="only in this server (instant; development mode, see README)"
+    )
+    p.add_argument("--clear", action="store_true", help="remove the commands from --guild")
     admin = sub.add_parser("admin", help="moderation: bans, quotas, blocklist, queue, audit")
     admin.add_argument("--user", help=argparse.SUPPRESS)
     a = admin.add_subparsers(dest="admin_command", required=True, metavar="ACTION")
@@ -379,9 +390,9 @@ async def _dispatch(args: argparse.Namespace) -> int:
         if args.command == "sync-commands":
             from bot.client import sync_commands
 
-            print(await sync_commands(token, settings.data_dir, args.guild))
+            print(await sync_commands(token, settings.data_dir, args.guild, clear=args.clear))
             return EXIT_OK
-        async with app.open_app(settings) as running:
+        async with app.open_app(settings, runner="bot") as running:
             return await _run_bot(running, token)
     if args.command == "bench":
         from benchmarks.engine_bench import main as bench
@@ -399,7 +410,11 @@ async def _dispatch(args: argparse.Namespace) -> int:
 async def _run_bot(running: App, token: str) -> int:
     from bot.client import EaselBot
 
-    bot = EaselBot(running.service, data_dir=running.settings.data_dir)
+    bot = EaselBot(
+        running.service,
+        data_dir=running.settings.data_dir,
+        command_guild=running.settings.command_guild,
+    )
     async with bot:
         await bot.start(token)
     return EXIT_OK

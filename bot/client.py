@@ -15,11 +15,10 @@ from discord import app_commands
 from discord.ext import commands
 
 from bot.cogs.admin import AdminCog, PrivacyCog
-from bot.cogs.imagine import ImagineCog, Jobs
+from bot.cogs.imagine import ImagineCog, JobButton
 from bot.cogs.user import UserCog
 from bot.core.errors import EaselError
 from bot.core.service import Service
-from bot.views import JobButton
 
 log = logging.getLogger(__name__)
 
@@ -33,6 +32,7 @@ class EaselBot(commands.Bot):
         sync_commands: bool = True,
         resume_jobs: bool = True,
         progress_interval: float = 2.0,
+        command_guild: int | None = None,
     ) -> None:
         intents = discord.Intents.none()
         intents.guilds = True  # channels (age-restricted or not) and roles; not privileged
@@ -42,12 +42,21 @@ class EaselBot(commands.Bot):
             help_command=None,
             # A prompt containing @everyone must ping nobody.
             allowed_mentions=discord.AllowedMentions.none(),
+            # Installed to servers only: turning on "User Install" in the Developer Portal must
+            # not make the commands usable in servers where the bot is absent (whose rules and
+            # channels Easel cannot see). In DMs with the bot they work, under the strict rules.
+            allowed_installs=app_commands.AppInstallationType(guild=True, user=False),
+            allowed_contexts=app_commands.AppCommandContext(
+                guild=True, dm_channel=True, private_channel=False
+            ),
         )
         self.service = service  # type: ignore[assignment]
         self.data_dir = Path(data_dir)
         self.sync_on_start = sync_commands
         self.resume_on_start = resume_jobs
-        self.jobs = Jobs(self, progress_interval)
+        self.progress_interval = progress_interval
+        # Development mode: the commands live in this one server (instantly), not globally.
+        self.command_guild = command_guild
         self._tasks: set[asyncio.Task[Any]] = set()
         self.tree.on_error = self.on_app_command_error  # type: ignore[method-assign]
 
@@ -63,7 +72,7 @@ class EaselBot(commands.Bot):
         return task
 
     async def add_easel_commands(self) -> None:
-        await self.add_cog(ImagineCog(self))
+        await self.add_cog(ImagineCog(self, self.progress_interval))
         await self.add_cog(UserCog(self))
         await self.add_cog(AdminCog(self))
         await self.add_cog(PrivacyCog(self))
@@ -71,21 +80,27 @@ class EaselBot(commands.Bot):
 
     async def setup_hook(self) -> None:
         await self.add_easel_commands()
+        if self.service is not None:
+            await self.service.warm()  # settings in memory: no database read before answering
         if self.sync_on_start:
             await self.sync_if_changed()
         if self.resume_on_start and self.service is not None:
-            self.spawn(self.jobs.resume())
+            cog: ImagineCog = self.get_cog("Imagine")  # type: ignore[assignment]
+            self.spawn(cog.delivery.resume())
 
     # -- command sync --------------------------------------------------------------------------
 
     def _commands_hash(self) -> str:
         payload = [c.to_dict(self.tree) for c in self.tree.get_commands()]
         text = json.dumps(payload, sort_keys=True, default=str)
-        return hashlib.sha256(f"{self.application_id}:{text}".encode()).hexdigest()
+        where = f"guild:{self.command_guild}" if self.command_guild else "global"
+        return hashlib.sha256(f"{self.application_id}:{where}:{text}".encode()).hexdigest()
 
     async def sync_if_changed(self) -> bool:
-        """Sync the global commands only when they differ from the last sync (Discord allows
-        200 command creates a day per guild; a restart should not spend any)."""
+        """Sync the commands only when they differ from the last sync (Discord allows 200
+        command creates a day per guild; a restart should not spend any). In development mode
+        (``EASEL_COMMAND_GUILD``) they go to that server only, never globally, so each command
+        appears once there."""
         marker = self.data_dir / "discord_commands.sha256"
         digest = self._commands_hash()
         try:
@@ -93,7 +108,7 @@ class EaselBot(commands.Bot):
                 return False
         except OSError:
             pass
-        await self.tree.sync()
+        await sync_tree(self.tree, self.command_guild)
         marker.parent.mkdir(parents=True, exist_ok=True)
         marker.write_text(digest)
         log.info("Slash commands synced (%d).", len(self.tree.get_commands()))
@@ -127,14 +142,37 @@ class EaselBot(commands.Bot):
         await super().close()
 
 
-async def sync_commands(token: str, data_dir: Path, guild: int | None = None) -> str:
-    """Register the slash commands now (``easel sync-commands``); returns what was done."""
+async def sync_tree(tree: app_commands.CommandTree, guild: int | None) -> list[Any]:
+    """Register the commands globally, or in one server only (development mode)."""
+    if guild is None:
+        return await tree.sync()
+    target = discord.Object(guild)
+    tree.copy_global_to(guild=target)
+    return await tree.sync(guild=target)
+
+
+async def sync_commands(
+    token: str, data_dir: Path, guild: int | None = None, *, clear: bool = False
+) -> str:
+    """Register the slash commands now (``easel sync-commands``); returns what was done.
+
+    With ``guild``: development mode, the commands in that server only (instant), and the global
+    ones are not touched; set ``EASEL_COMMAND_GUILD`` to the same id so ``easel run`` keeps them
+    there. With ``clear``: remove that server's copy (after development, before going global)."""
     bot = EaselBot(None, data_dir=data_dir, sync_commands=False, resume_jobs=False)
     async with bot:
         await bot.login(token)  # runs setup_hook, which adds the commands
-        target = discord.Object(guild) if guild else None
-        if target is not None:
-            bot.tree.copy_global_to(guild=target)
-        synced = await bot.tree.sync(guild=target)
-    where = f"server {guild}" if guild else "all servers (may take up to an hour to show)"
-    return f"Synced {len(synced)} commands to {where}."
+        if clear:
+            if guild is None:
+                raise EaselError("Give --guild with --clear: the server whose copy to remove.")
+            bot.tree.clear_commands(guild=discord.Object(guild))
+            await bot.tree.sync(guild=discord.Object(guild))
+            return f"Removed Easel's commands from server {guild}."
+        synced = await sync_tree(bot.tree, guild)
+    if guild:
+        return (
+            f"Synced {len(synced)} commands to server {guild} only. Set EASEL_COMMAND_GUILD="
+            f"{guild} so `easel run` keeps them there instead of registering them globally "
+            "(both at once would show each command twice in that server)."
+        )
+    return f"Synced {len(synced)} commands to all servers (may take up to an hour to show)."

@@ -32,6 +32,8 @@ class Settings(BaseSettings):
         default=None, validation_alias=AliasChoices("DISCORD_TOKEN", "EASEL_DISCORD_TOKEN")
     )
     admin_role_ids: list[int] = Field(default_factory=list)
+    # Development mode: register the slash commands in this one server only (see the README).
+    command_guild: int | None = None
 
     # Model and hardware.
     model: str = "tiny"
@@ -70,7 +72,9 @@ class Settings(BaseSettings):
 
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
 
-    @field_validator("discord_token", "safety_checker", "database_url", mode="before")
+    @field_validator(
+        "discord_token", "safety_checker", "database_url", "command_guild", mode="before"
+    )
     @classmethod
     def _empty_is_unset(cls, value: object) -> object:
         # `.env.example` lists optional settings as `NAME=`; an empty value means "not set".

@@ -23,7 +23,7 @@ from bot.core.errors import (
 from bot.core.grammar import Defaults, Limits
 from bot.core.metadata import parse_parameters
 from bot.core.models import GuildSettings, JobKind, JobState, NsfwRule, UserSettings
-from bot.core.service import Actor, Service, ServiceConfig, Upload
+from bot.core.service import Actor, Press, Service, ServiceConfig, Upload
 from engine.worker import Engine
 
 ANN = Actor(key="discord:1", name="ann", guild_id=100, channel_id=200)
@@ -220,19 +220,19 @@ async def test_upscale_is_deterministic_from_the_stored_image(make_service):
 async def test_a_double_click_makes_one_job(make_service, store):
     service = make_service()
     grid = await imagine(service, "a castle --seed 40")
-    key = f"click:{grid.job.id}:V1:discord:2"
+    press = Press(message_id=5, button=f"easel:v:{grid.job.id}:0")
     first, second = await asyncio.gather(
-        service.vary(BOB, grid.job.id, 0, request_key=key),
-        service.vary(BOB, grid.job.id, 0, request_key=key),
+        service.vary(BOB, grid.job.id, 0, press=press),
+        service.vary(BOB, grid.job.id, 0, press=press),
     )
     assert first.job.id == second.job.id
     assert sorted([first.created, second.created]) == [False, True]
     done = first if first.created else second
     await service.finish(done)
-    up_key = f"click:{grid.job.id}:upscale:0:discord:2"
-    a = await service.upscale(BOB, grid.job.id, 0, request_key=up_key)
+    up = Press(message_id=5, button=f"easel:up:{grid.job.id}:0")
+    a = await service.upscale(BOB, grid.job.id, 0, press=up)
     await service.finish(a)
-    b = await service.upscale(BOB, grid.job.id, 0, request_key=up_key)
+    b = await service.upscale(BOB, grid.job.id, 0, press=up)
     assert b.job.id == a.job.id and not b.created
     assert (await service.finish(b)).images[0].sha256  # the finished job's images come back
     assert await store.count_jobs() == 3
@@ -360,8 +360,9 @@ async def test_nsfw_rule_follows_server_and_channel(make_service, store):
     service = make_service()
     with pytest.raises(PolicyRefusal, match="age-restricted"):
         await service.imagine(ANN, "a nude figure study")
-    refused = await store.list_jobs(states=[JobState.REFUSED])
-    assert len(refused) == 1 and refused[0].charged_images == 0
+    assert await store.count_jobs() == 0  # a refused prompt makes no job; the audit has it
+    (refusal,) = await store.list_audit(action="refuse")
+    assert refusal.detail["category"] == "nsfw"
     await store.save_guild_settings(100, GuildSettings(nsfw_rule=NsfwRule.AGE_RESTRICTED))
     with pytest.raises(PolicyRefusal):
         await service.imagine(ANN, "a nude figure study")  # normal channel: still refused
@@ -431,10 +432,10 @@ async def test_a_failed_upscale_can_be_pressed_again(make_service, store):
     service = make_service()
     grid = await imagine(service, "a castle --seed 40")
     idle = make_service(start=False)
-    key = f"msg:up:{grid.job.id}:0:bob"
-    first = await idle.upscale(BOB, grid.job.id, 0, request_key=key)
+    press = Press(message_id=5, button=f"easel:up:{grid.job.id}:0")
+    first = await idle.upscale(BOB, grid.job.id, 0, press=press)
     await idle.cancel(BOB, first.job.id)
-    again = await service.upscale(BOB, grid.job.id, 0, request_key=key)
+    again = await service.upscale(BOB, grid.job.id, 0, press=press)
     assert again.created and again.job.id != first.job.id
     assert len((await service.finish(again)).images) == 1
 

@@ -6,13 +6,14 @@ because a server can override the hint."""
 
 from __future__ import annotations
 
+import contextlib
 from typing import TYPE_CHECKING, Literal
 
 import discord
 from discord import app_commands
 from discord.ext import commands
 
-from bot.cogs.common import actor_from, answer_privately, given
+from bot.cogs.common import actor_from, answer_privately, delete_messages, given
 from bot.cogs.user import SAMPLER_CHOICES
 from bot.core.admin import Admin
 from bot.core.models import GuildSettings
@@ -100,10 +101,12 @@ class AdminCog(commands.Cog):
         default: bool = False,
     ) -> None:
         async def action(actor: Actor) -> str:
-            if daily is None and not default:
-                return "Give `daily`, or `default` to go back to the server's quota."
             quota = await self.admin_service.set_quota(
-                actor, f"discord:{user.id}", None if default else daily, target_name=user.name
+                actor,
+                f"discord:{user.id}",
+                daily,
+                back_to_default=default,
+                target_name=user.name,
             )
             return f"{user.mention} may make {quota} images a day here."
 
@@ -172,16 +175,13 @@ class AdminCog(commands.Cog):
         reason: str | None = None,
     ) -> None:
         async def action(actor: Actor) -> str:
-            purged = await self.admin_service.purge(actor, job, reason=reason)
-            if purged.channel_id and purged.message_id:
-                channel = self.bot.get_partial_messageable(purged.channel_id)
-                try:
-                    await channel.get_partial_message(purged.message_id).delete()
-                except discord.NotFound:
-                    pass
-                except discord.HTTPException:
-                    return f"Job #{job}'s images are deleted, but its message could not be."
-            return f"Job #{job} is purged: its images and its message are deleted."
+            _, messages = await self.admin_service.purge(actor, job, reason=reason)
+            unreachable = await delete_messages(self.bot, messages)
+            deleted = len(messages) - unreachable
+            text = f"Job #{job} is purged: its images and {deleted} message(s) are deleted."
+            if unreachable:
+                text += f" {unreachable} message(s) could not be reached; delete them by hand."
+            return text
 
         await answer_privately(interaction, action)
 
@@ -226,8 +226,6 @@ class AdminCog(commands.Cog):
         )
 
         async def action(actor: Actor) -> str:
-            if not changes:
-                return "Nothing to change: give at least one option."
             return "Saved.\n" + describe_guild(
                 await self.admin_service.update_settings(actor, **changes)
             )
@@ -239,7 +237,8 @@ class AdminCog(commands.Cog):
         self,
         interaction: discord.Interaction,
         action_: Literal["allow", "disallow", "everywhere"],
-        channel: discord.TextChannel | None = None,
+        # A forum, or a text channel with its threads and posts.
+        channel: discord.TextChannel | discord.ForumChannel | None = None,
     ) -> None:
         async def action(actor: Actor) -> str:
             current = set((await self.admin_service.settings(actor)).allowed_channel_ids)
@@ -319,13 +318,23 @@ class AdminCog(commands.Cog):
         await answer_privately(interaction, action)
 
 
+FORGET_ME_TEXT = (
+    "This deletes what Easel keeps about you that is personal, here and on every server: your "
+    "jobs, prompts, images, settings and presets, and the text of any prompt Easel refused. It "
+    "cannot be undone. Kept, because abuse prevention needs them: bans and quota limits set on "
+    "you, the number of images you made today, and the moderation log (without your prompts). "
+    "Messages already posted in channels stay."
+)
+
+
 class ForgetMeView(discord.ui.View):
     """A confirmation button: deleting everything is not undone."""
 
-    def __init__(self, bot: EaselBot, user_id: int) -> None:
+    def __init__(self, bot: EaselBot, interaction: discord.Interaction) -> None:
         super().__init__(timeout=120)
         self.bot = bot
-        self.user_id = user_id
+        self.user_id = interaction.user.id
+        self.asked = interaction
 
     @discord.ui.button(label="Delete everything", style=discord.ButtonStyle.danger, emoji="🗑️")
     async def confirm(self, interaction: discord.Interaction, button: discord.ui.Button) -> None:  # type: ignore[type-arg]
@@ -336,19 +345,28 @@ class ForgetMeView(discord.ui.View):
         files = await self.bot.service.forget_me(actor_from(interaction))
         self.stop()
         await interaction.edit_original_response(
-            content=f"Done: your jobs, images ({files} files) and settings are deleted.", view=None
+            content=f"Done: your jobs, prompts, images ({files} files) and settings are deleted.",
+            view=None,
         )
+
+    async def on_timeout(self) -> None:
+        """Two minutes without a press: the button goes grey, so an old one is not pressed."""
+        for item in self.children:
+            item.disabled = True  # type: ignore[attr-defined]
+        with contextlib.suppress(discord.HTTPException):
+            await self.asked.edit_original_response(
+                content=FORGET_ME_TEXT + "\n*(Not confirmed: nothing was deleted.)*", view=self
+            )
 
 
 class PrivacyCog(commands.Cog):
     def __init__(self, bot: EaselBot) -> None:
         self.bot = bot
 
-    @app_commands.command(name="forget-me", description="Delete all your jobs, images and settings")
+    @app_commands.command(
+        name="forget-me", description="Delete your jobs, prompts, images, settings"
+    )
     async def forget_me(self, interaction: discord.Interaction) -> None:
         await interaction.response.send_message(
-            "This deletes every job, image and setting of yours that Easel keeps, here and on "
-            "every server, and cannot be undone. Messages already posted stay.",
-            view=ForgetMeView(self.bot, interaction.user.id),
-            ephemeral=True,
+            FORGET_ME_TEXT, view=ForgetMeView(self.bot, interaction), ephemeral=True
         )

@@ -1,13 +1,20 @@
-"""What every command shares: who is asking, and answering only them."""
+"""What every command shares: who is asking, answering only them, deleting messages."""
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+import logging
+from collections.abc import Awaitable, Callable, Iterable
+from typing import TYPE_CHECKING
 
 import discord
 
 from bot.core.errors import EaselError
 from bot.core.service import Actor
+
+if TYPE_CHECKING:
+    from bot.client import EaselBot
+
+log = logging.getLogger(__name__)
 
 Action = Callable[[Actor], Awaitable[str]]
 
@@ -17,7 +24,7 @@ def actor_from(interaction: discord.Interaction) -> Actor:
     Discord for this member in this channel; the command's permission hint is not trusted)."""
     user = interaction.user
     channel = interaction.channel
-    is_nsfw = getattr(channel, "is_nsfw", None)
+    is_nsfw = getattr(channel, "is_nsfw", None)  # a thread answers for its parent channel
     perms = interaction.permissions
     in_guild = interaction.guild_id is not None
     return Actor(
@@ -25,6 +32,7 @@ def actor_from(interaction: discord.Interaction) -> Actor:
         name=user.name,
         guild_id=interaction.guild_id,
         channel_id=interaction.channel_id,
+        parent_channel_id=getattr(channel, "parent_id", None),
         nsfw_channel=bool(is_nsfw()) if callable(is_nsfw) else False,
         is_admin=in_guild and (perms.manage_guild or perms.administrator),
         role_ids=tuple(r.id for r in getattr(user, "roles", ())),
@@ -44,3 +52,19 @@ async def answer_privately(interaction: discord.Interaction, action: Action) -> 
     except EaselError as exc:
         text = f"❌ {exc}"
     await interaction.followup.send(text[:2000], ephemeral=True)
+
+
+async def delete_messages(bot: EaselBot, messages: Iterable[tuple[int, int]]) -> int:
+    """Delete these (channel id, message id) messages; returns how many could not be reached
+    (an already deleted one counts as done)."""
+    unreachable = 0
+    for channel_id, message_id in messages:
+        channel = bot.get_partial_messageable(channel_id)
+        try:
+            await channel.get_partial_message(message_id).delete()
+        except discord.NotFound:
+            pass
+        except discord.HTTPException:
+            log.info("Could not delete message %s in %s", message_id, channel_id, exc_info=True)
+            unreachable += 1
+    return unreachable

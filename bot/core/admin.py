@@ -1,19 +1,19 @@
 """The admin use cases, shared by Discord's /admin and ``easel admin``.
 
-Every method checks the caller's rights itself (Discord's permission hint on the command can be
-changed by server admins and is never trusted) and writes an ``audit_event``.
+Every method checks the caller's rights first, before it looks at anything it was given
+(Discord's permission hint on the command can be changed by server admins and is never
+trusted), and writes an ``audit_event``; so is every refused attempt.
 """
 
 from __future__ import annotations
 
-import asyncio
 import re
 import statistics
 from dataclasses import dataclass, replace
 from datetime import timedelta
 from typing import Any
 
-from bot.core.errors import InvalidInput, NotFound
+from bot.core.errors import InvalidInput, NotAllowed, NotFound
 from bot.core.grammar import DEFAULT_PARAMETERS, check_default
 from bot.core.models import (
     AuditEvent,
@@ -74,7 +74,11 @@ class Admin:
 
     async def _check(self, actor: Actor) -> GuildSettings:
         guild = await self.service.guild(actor)
-        self.service.require_admin(actor, guild)
+        try:
+            self.service.require_admin(actor, guild)
+        except NotAllowed as exc:
+            await self.service.refuse(actor, str(exc), kind="NotAllowed", what="admin")
+            raise
         return guild
 
     async def _audit(
@@ -156,12 +160,17 @@ class Admin:
         target_key: str,
         daily_images: int | None,
         *,
+        back_to_default: bool = False,
         reset_usage: bool = False,
         target_name: str | None = None,
     ) -> int:
-        """Set a user's daily image quota (None: back to the default) and, for the operator,
+        """Set a user's daily image quota (or put it back to the default) and, for the operator,
         give them today's images back. Returns the quota now in force there."""
         guild = await self._check(actor)
+        if back_to_default:
+            daily_images = None
+        elif daily_images is None:
+            raise InvalidInput("Give the number of images a day, or go back to the default.")
         if daily_images is not None and not 0 <= daily_images <= 100_000:
             raise InvalidInput("A daily quota goes from 0 to 100000 images.")
         user = await self._target(target_key, target_name)
@@ -238,16 +247,18 @@ class Admin:
         await self._audit(actor, "cancel", f"job:{job_id}", reason)
         return job
 
-    async def purge(self, actor: Actor, job_id: int, *, reason: str | None = None) -> Job:
-        """Delete a job's image files and mark its rows; the adapter deletes its message."""
+    async def purge(
+        self, actor: Actor, job_id: int, *, reason: str | None = None
+    ) -> tuple[Job, list[tuple[int, int]]]:
+        """Delete a job's image files and mark its rows. Returns the job and every message its
+        images were posted in (channel id, message id), for the adapter to delete."""
         await self._check(actor)
         job = await self._job_here(actor, job_id)
-        if not job.state.finished:
-            self.service.engine.cancel(job_id)
-        paths = await self.store.purge_job(job_id)
-        deleted = sum([await asyncio.to_thread(self.service.files.delete, p) for p in paths])
-        await self._audit(actor, "purge", f"job:{job_id}", reason, files=deleted)
-        return await self.store.get_job(job_id)
+        deleted, messages = await self.service.purge(job)
+        await self._audit(
+            actor, "purge", f"job:{job_id}", reason, files=deleted, messages=len(messages)
+        )
+        return await self.store.get_job(job_id), messages
 
     async def _job_here(self, actor: Actor, job_id: int) -> Job:
         job = await self.store.get_job(job_id)
@@ -264,6 +275,8 @@ class Admin:
     async def update_settings(self, actor: Actor, **changes: Any) -> GuildSettings:
         """Change this server's rules and defaults; each value is checked before saving."""
         guild = await self._check(actor)
+        if not changes:
+            raise InvalidInput("Nothing to change: give at least one option.")
         if actor.guild_id is None:
             raise InvalidInput("Server settings only exist in a server.")
         limits = self.service.config.limits

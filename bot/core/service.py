@@ -1,8 +1,10 @@
-"""The use cases: imagine, vary, remix, upscale, reroll, cancel, history, settings, crash recovery.
+"""The use cases: imagine, vary, remix, upscale, reroll, take, show, cancel, history, settings,
+crash recovery.
 
-A request becomes a recorded job: parse → policy → quota → job row → engine → image files and rows
-→ result. Failures are recorded; the quota is charged only for delivered images. Both adapters
-(Discord and the CLI) call these methods and show their results or their errors.
+A request becomes a recorded job: gate (channel, bans, cooldown) → parse → policy → quota → job
+row → engine → image files and rows → result. Enforcement and privacy are decided here, once,
+for every adapter (Discord and the CLI call these methods and show their results or errors).
+Failures are recorded; the quota is charged only for delivered images.
 """
 
 from __future__ import annotations
@@ -12,25 +14,26 @@ import dataclasses
 import logging
 import random
 import time
+from collections import OrderedDict, deque
 from collections.abc import Callable
 from dataclasses import dataclass, replace
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from typing import Any
 
 from PIL import Image as PILImage
 
-from bot.core import moderation
+from bot.core import moderation, privacy, quota
 from bot.core.errors import (
     Banned,
     Cancelled,
     CoolingDown,
+    EmptyPrompt,
     GenerationFailed,
     InvalidInput,
     NotAllowed,
     NotFound,
     PolicyRefusal,
     QueueFull,
-    QuotaExceeded,
     Refused,
     TooManyJobs,
 )
@@ -64,6 +67,9 @@ from bot.core.models import (
     UserSettings,
 )
 from bot.core.ports import Engine, ImageClassifier, ImageFiles, JobHandle, Store
+from bot.core.privacy import Place
+from bot.core.quota import utc_midnight
+from bot.core.text import clean_text, is_blank, model_label
 from engine.requests import (
     EngineStopped,
     GenerationError,
@@ -75,6 +81,8 @@ from engine.requests import (
 )
 from engine.requests import QueueFull as EngineQueueFull
 
+__all__ = ["Actor", "Outcome", "Press", "Service", "ServiceConfig", "Submission", "utc_midnight"]
+
 log = logging.getLogger(__name__)
 
 # Denoising strengths. Subtle keeps the composition, strong keeps the idea (Midjourney's
@@ -84,12 +92,16 @@ STRONG_STRENGTH = 0.65
 UPSCALE_STRENGTH = 0.3
 IMAGE_PROMPT_STRENGTH = 0.6
 VARIATIONS = 4
-DOUBLE_CLICK_WINDOW = 10.0
-_LIVE_OR_DONE = (
-    JobState.QUEUED,
-    JobState.RUNNING,
-    JobState.DONE,
-)  # seconds in which a second identical button press is the same job
+# A second press of the same button within this many seconds of the first is a double click:
+# it joins the first press's job. Later presses of V or 🔄 make new jobs, on purpose.
+DOUBLE_CLICK_SECONDS = 10.0
+_LIVE_OR_DONE = (JobState.QUEUED, JobState.RUNNING, JobState.DONE)
+# Refusals are audited, but a flood of them (a banned member pressing on) must not push real
+# entries out of the audit log: at most this many rows per user per minute; the rest are counted.
+REFUSAL_AUDITS_PER_MINUTE = 5
+# In-memory maps keyed by user are bounded (least recently used goes first).
+MAX_TRACKED_USERS = 10_000
+RECENT_JOBS = 2_000
 
 
 @dataclass(frozen=True)
@@ -100,9 +112,19 @@ class Actor:
     name: str
     guild_id: int | None = None
     channel_id: int | None = None
+    parent_channel_id: int | None = None  # for a thread or forum post: its channel
     nsfw_channel: bool = False  # Discord marks the channel age-restricted
     is_admin: bool = False  # Manage Server, checked by the adapter from Discord's data
     role_ids: tuple[int, ...] = ()
+
+
+@dataclass(frozen=True)
+class Press:
+    """A button press: the message it was on and the button's own id. A double click is the
+    same message and button pressed again by the same person."""
+
+    message_id: int
+    button: str
 
 
 @dataclass(frozen=True)
@@ -136,19 +158,29 @@ class ServiceConfig:
     max_upscale_pixels: int = 2048 * 2048
     attempts: int = 2
     admin_role_ids: tuple[int, ...] = ()
+    # This process ("bot:<host>:<pid>:<start>" or "cli:…"), recorded on the jobs it runs.
+    runner: str | None = None
 
 
 ProgressHandler = Callable[[Progress], None]
 
 
-def utc_midnight(now: datetime) -> datetime:
-    return now.astimezone(UTC).replace(hour=0, minute=0, second=0, microsecond=0)
+class _Bounded(OrderedDict[str, Any]):
+    """A dict that forgets its least recently used keys beyond ``limit``."""
+
+    def __init__(self, limit: int) -> None:
+        super().__init__()
+        self.limit = limit
+
+    def touch(self, key: str, value: Any) -> None:
+        self[key] = value
+        self.move_to_end(key)
+        while len(self) > self.limit:
+            self.popitem(last=False)
 
 
-def _until(now: datetime, then: datetime) -> str:
-    minutes = max(1, int((then - now).total_seconds() // 60))
-    hours, minutes = divmod(minutes, 60)
-    return f"{hours} h {minutes} min" if hours else f"{minutes} min"
+def _always_alive(runner: str) -> bool:
+    return True
 
 
 class Service:
@@ -162,6 +194,7 @@ class Service:
         classifier: ImageClassifier | None = None,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
         rng: random.Random | None = None,
+        is_alive: Callable[[str], bool] = _always_alive,
     ) -> None:
         self.store = store
         self.files = files
@@ -169,11 +202,17 @@ class Service:
         self.config = config
         self.classifier = classifier
         self.now = clock
+        self.is_alive = is_alive  # whether the process a job's runner names still runs
         self._rng = rng or random.Random()
         self._handles: dict[int, JobHandle] = {}
         # One outcome per job, for everyone waiting on it (a double click waits with the first).
         self._outcomes: dict[int, asyncio.Future[Outcome]] = {}
-        self._last_request: dict[str, float] = {}
+        self._last_request = _Bounded(MAX_TRACKED_USERS)  # user key → monotonic time
+        self._refusals = _Bounded(MAX_TRACKED_USERS)  # user key → deque of audit times
+        # Settings of every user who has any, read once (warm) and kept up to date by the
+        # methods below that change them: answering a press never waits for the database.
+        self._settings: dict[str, UserSettings] | None = None
+        self._recent_jobs = _Bounded(RECENT_JOBS)  # str(job id) → Job, for the Remix modal
         # The "running" write of each started job, awaited before its result is recorded.
         self._started: dict[int, asyncio.Task[Any]] = {}
         # Quota and queue checks read, then write; one admission at a time keeps them honest.
@@ -181,8 +220,15 @@ class Service:
 
     # -- context -------------------------------------------------------------------------------
 
+    async def warm(self) -> None:
+        """Read what answering a press needs (everyone's settings) once, at start-up."""
+        self._settings = await self.store.all_user_settings()
+
     async def user(self, actor: Actor) -> User:
-        return await self.store.get_or_create_user(actor.key, actor.name)
+        user = await self.store.get_or_create_user(actor.key, actor.name)
+        if self._settings is not None and user.settings != UserSettings():
+            self._settings[actor.key] = user.settings
+        return user
 
     async def guild(self, actor: Actor) -> GuildSettings:
         if actor.guild_id is None:
@@ -201,22 +247,12 @@ class Service:
         return await self.store.get_member(actor.guild_id, user.id)
 
     def daily_quota(self, user: User, guild: GuildSettings, member: Member | None = None) -> int:
-        """The operator's override for this user, else this server's for this member, else
-        the server's default, else the installation's. A server may lower the installation's
-        quota but not raise it: its members' images are made on the operator's hardware."""
-        if user.daily_quota is not None:
-            return user.daily_quota
-        ceiling = self.config.daily_images_per_user
-        for value in (member.daily_quota if member else None, guild.daily_images_per_user):
-            if value is not None:
-                return min(value, ceiling)
-        return ceiling
+        return quota.daily_quota(user, guild, member, self.config.daily_images_per_user)
 
     async def images_used_today(self, user: User) -> int:
-        since = utc_midnight(self.now())
-        if user.quota_reset_at is not None and user.quota_reset_at > since:
-            since = user.quota_reset_at
-        return await self.store.images_charged_since(user.id, since)
+        return await self.store.images_charged_since(
+            user.id, quota.counting_since(user, self.now())
+        )
 
     def nsfw_allowed(self, actor: Actor, guild: GuildSettings) -> bool:
         # In direct messages (no guild) the stricter rule holds.
@@ -225,6 +261,9 @@ class Service:
             and guild.nsfw_rule is NsfwRule.AGE_RESTRICTED
             and actor.nsfw_channel
         )
+
+    def place(self, actor: Actor, guild: GuildSettings) -> Place:
+        return Place(actor.guild_id, actor.channel_id, self.nsfw_allowed(actor, guild))
 
     def is_admin(self, actor: Actor, guild: GuildSettings) -> bool:
         roles = set(self.config.admin_role_ids) | set(guild.admin_role_ids)
@@ -236,18 +275,56 @@ class Service:
                 "Only server admins (Manage Server, or an Easel admin role) may do that."
             )
 
+    # -- answering before the first response ---------------------------------------------------
+
+    def settings_now(self, actor: Actor) -> UserSettings | None:
+        """The actor's settings without touching the database; None before ``warm``."""
+        if self._settings is None:
+            return None
+        return self._settings.get(actor.key, UserSettings())
+
+    def answers_privately(self, actor: Actor, *, on_private_message: bool = False) -> bool:
+        """Whether to answer this actor ephemerally, decided before the first response: their
+        results are private (in a server), or they pressed a button on a private result."""
+        settings = self.settings_now(actor)
+        private = settings.private if settings is not None else True  # unknown: stay private
+        return on_private_message or (actor.guild_id is not None and private)
+
+    def remix_mode_now(self, actor: Actor) -> bool:
+        settings = self.settings_now(actor)
+        return bool(settings and settings.remix_mode)
+
+    def recent_job(self, job_id: int) -> Job | None:
+        """A job this process made or showed lately, without the database (may be None)."""
+        return self._recent_jobs.get(str(job_id))
+
+    def _remember(self, job: Job) -> Job:
+        self._recent_jobs.touch(str(job.id), job)
+        return job
+
     # -- admission -----------------------------------------------------------------------------
 
-    async def _refuse(self, actor: Actor, reason: str, **detail: Any) -> None:
+    async def refuse(self, actor: Actor, reason: str, **detail: Any) -> None:
+        """Audit a refusal, at most REFUSAL_AUDITS_PER_MINUTE rows per user per minute."""
+        now = time.monotonic()
+        times = self._refusals.get(actor.key) or deque()
+        while times and now - times[0] > 60:
+            times.popleft()
+        self._refusals.touch(actor.key, times)
+        if len(times) >= REFUSAL_AUDITS_PER_MINUTE:
+            return
+        times.append(now)
         await self.store.add_audit(
             actor=actor.key, action="refuse", reason=reason, guild_id=actor.guild_id, detail=detail
         )
 
-    async def _admit(self, actor: Actor, user: User, guild: GuildSettings, images: int) -> None:
-        """Raise Refused (and audit it) if this user may not start a job of ``images`` now."""
+    async def _gate(self, actor: Actor, user: User, guild: GuildSettings) -> None:
+        """The checks that come before anything about the request is read or written: the
+        channel, bans and the cooldown."""
         now = self.now()
         try:
-            if guild.allowed_channel_ids and actor.channel_id not in guild.allowed_channel_ids:
+            allowed = guild.allowed_channel_ids
+            if allowed and not {actor.channel_id, actor.parent_channel_id} & set(allowed):
                 channels = ", ".join(f"<#{c}>" for c in guild.allowed_channel_ids)
                 raise Refused(f"Easel is not enabled in this channel. Try {channels}.")
             member = await self.member(actor, user)
@@ -262,71 +339,59 @@ class Service:
             wait = (last + self.config.cooldown_seconds - time.monotonic()) if last else 0
             if wait > 0:
                 raise CoolingDown(f"Slow down: wait {wait:.0f} s before your next request.")
-            unfinished, pending = await self.store.pending(user.id)
+        except Refused as exc:
+            await self.refuse(actor, str(exc), kind=type(exc).__name__)
+            raise
+
+    async def _admit(self, actor: Actor, user: User, guild: GuildSettings, images: int) -> None:
+        """Raise Refused (and audit it) if this user may not start a job of ``images`` now."""
+        try:
+            unfinished, reserved = await self.store.pending(user.id)
             if unfinished >= self.config.max_queued_per_user:
                 raise TooManyJobs(
                     f"You already have {unfinished} jobs waiting or running (the limit is "
                     f"{self.config.max_queued_per_user}). Wait for one or /cancel one."
                 )
-            quota = self.daily_quota(user, guild, member)
-            used = await self.images_used_today(user)
-            left = quota - used - pending
-            if images > left:
-                reset = utc_midnight(now) + timedelta(days=1)
-                if quota == 0:
-                    raise QuotaExceeded("Image generation is switched off for you.")
-                raise QuotaExceeded(
-                    f"This needs {images} images but you have {max(left, 0)} left today "
-                    f"({quota} a day, {pending} reserved by running jobs). The quota resets at "
-                    f"00:00 UTC, in {_until(now, reset)}."
-                )
+            quota.check(
+                images=images,
+                quota=self.daily_quota(user, guild, await self.member(actor, user)),
+                used=await self.images_used_today(user),
+                reserved=reserved,
+                now=self.now(),
+            )
         except Refused as exc:
-            await self._refuse(actor, str(exc), kind=type(exc).__name__)
+            await self.refuse(actor, str(exc), kind=type(exc).__name__)
             raise
 
     async def _check_prompt(
-        self,
-        actor: Actor,
-        user: User,
-        guild: GuildSettings,
-        spec: GenerationSpec,
-        *,
-        kind: JobKind,
-        has_photo: bool,
+        self, actor: Actor, guild: GuildSettings, spec: GenerationSpec, *, photo: bool
     ) -> None:
         blocklist = [e.term for e in await self.store.list_block_terms(actor.guild_id)]
         verdict = moderation.check_prompt(
             spec.prompt,
             spec.negative,
-            has_image=has_photo,
+            has_image=photo,
             nsfw_allowed=self.nsfw_allowed(actor, guild),
             blocklist=blocklist,
         )
         if verdict.allowed:
             return
         category = str(verdict.category)
-        job, _ = await self.store.create_job(
-            NewJob(
-                user_id=user.id,
-                kind=kind,
-                spec=spec,
-                model=self.engine.info.name,
-                guild_id=actor.guild_id,
-                channel_id=actor.channel_id,
-                state=JobState.REFUSED,
-                error=verdict.message,
-            )
-        )
-        await self._refuse(
+        await self.refuse(
             actor,
             verdict.message,
             category=category,
             hard=verdict.hard,
             term=verdict.term,
-            job_id=job.id,
             prompt=spec.prompt,
         )
         raise PolicyRefusal(verdict.message, category=category, hard=verdict.hard)
+
+    def _parse(self, text: str, user: User, limits: Limits) -> Any:
+        parsed = parse_prompt(clean_text(text), presets=user.settings.presets.get, limits=limits)
+        if is_blank(parsed.prompt):
+            raise EmptyPrompt("The prompt is empty: describe what to draw before any --parameters.")
+        return parsed
 
     # -- the use cases -------------------------------------------------------------------------
 
@@ -341,10 +406,11 @@ class Service:
     ) -> Submission:
         user = await self.user(actor)
         guild = await self.guild(actor)
+        await self._gate(actor, user, guild)
         limits = self.limits(guild)
         if negative:
             text = f"{text} --no {negative}"
-        parsed = parse_prompt(text, presets=user.settings.presets.get, limits=limits)
+        parsed = self._parse(text, user, limits)
         if parsed.strength is not None and upload is None:
             raise InvalidInput("--strength applies only to an image prompt: attach a start image.")
         start = None
@@ -367,7 +433,13 @@ class Service:
             kind = JobKind.IMG2IMG
             spec = replace(spec, strength=spec.strength or IMAGE_PROMPT_STRENGTH)
             _check_denoising(spec)
-        await self._check_prompt(actor, user, guild, spec, kind=kind, has_photo=start is not None)
+        await self._check_prompt(actor, guild, spec, photo=start is not None)
+        visibility = privacy.derive(
+            None,
+            private_setting=user.settings.private,
+            place=self.place(actor, guild),
+            photo=start is not None,
+        )
         init_path = None
         if start is not None:
             init_path, _, _ = await asyncio.to_thread(
@@ -375,9 +447,16 @@ class Service:
             )
         try:
             return await self._submit(
-                actor, user, guild, kind, spec, init_path=init_path, on_progress=on_progress
+                actor,
+                user,
+                guild,
+                kind,
+                spec,
+                visibility,
+                init_path=init_path,
+                on_progress=on_progress,
             )
-        except Refused:
+        except (Refused, InvalidInput):
             if init_path is not None:  # a refused request leaves nothing behind
                 for path in await self.store.unreferenced([init_path]):
                     await asyncio.to_thread(self.files.delete, path)
@@ -391,16 +470,17 @@ class Service:
         *,
         strong: bool = True,
         prompt: str | None = None,
-        request_key: str | None = None,
+        press: Press | None = None,
         on_progress: ProgressHandler | None = None,
     ) -> Submission:
         """Four variations of image ``index`` of job ``job_id``; with ``prompt``, a remix."""
-        existing = await self._find_request(request_key)
-        if existing is not None:
-            return existing
-        parent, image = await self._parent_image(job_id, index)
         user = await self.user(actor)
         guild = await self.guild(actor)
+        await self._gate(actor, user, guild)
+        parent, image = await self._source(actor, user, guild, job_id, index, press)
+        existing, key = await self._press_key(user, press, repeatable=True)
+        if existing is not None:
+            return existing
         limits = self.limits(guild)
         if image.width * image.height > limits.max_pixels:
             raise InvalidInput(
@@ -418,26 +498,15 @@ class Service:
         kind = JobKind.VARIATION
         if prompt is not None:
             kind = JobKind.REMIX
-            parsed = parse_prompt(prompt, presets=user.settings.presets.get, limits=limits)
+            parsed = self._parse(prompt, user, limits)
             spec = replace(
                 spec,
                 prompt=parsed.prompt,
                 negative=parsed.negative if parsed.negative is not None else spec.negative,
             )
         _check_denoising(spec)
-        await self._check_prompt(
-            actor, user, guild, spec, kind=kind, has_photo=await self._from_upload(parent)
-        )
-        return await self._submit(
-            actor,
-            user,
-            guild,
-            kind,
-            spec,
-            parent=(parent, index),
-            init_path=image.path,
-            request_key=self._dedupe_key(request_key),
-            on_progress=on_progress,
+        return await self._derived(
+            actor, user, guild, kind, spec, parent, index, image.path, key, on_progress
         )
 
     async def upscale(
@@ -446,27 +515,25 @@ class Service:
         job_id: int,
         index: int,
         *,
-        request_key: str | None = None,
+        press: Press | None = None,
         on_progress: ProgressHandler | None = None,
     ) -> Submission:
         """Image ``index`` of job ``job_id`` at twice the size (resize, then a low-strength
         image-to-image pass with the same prompt and seed: the "hires fix")."""
-        if request_key is not None:  # the result is deterministic: one job per presser, ever
-            async with self._admission:  # a job found under the lock is fully registered
-                existing = await self.store.find_job_by_request_key(request_key)
-                if existing is not None and existing.state in _LIVE_OR_DONE:
-                    return self._existing(existing)
-            if existing is not None:  # it failed or was cancelled: pressing again retries
-                request_key = f"{request_key}:retry{existing.id}"
-        parent, image = await self._parent_image(job_id, index)
+        user = await self.user(actor)
+        guild = await self.guild(actor)
+        await self._gate(actor, user, guild)
+        parent, image = await self._source(actor, user, guild, job_id, index, press)
+        # The result is deterministic: one job per press of this button, ever (unless it failed).
+        existing, key = await self._press_key(user, press, repeatable=False)
+        if existing is not None:
+            return existing
         width, height = image.width * 2, image.height * 2
         if width * height > self.config.max_upscale_pixels:
             raise InvalidInput(
                 f"Upscaling this {image.width}×{image.height} image would make {width}×{height}, "
                 f"above this server's limit of {self.config.max_upscale_pixels:,} pixels."
             )
-        user = await self.user(actor)
-        guild = await self.guild(actor)
         spec = replace(
             parent.spec,
             seed=image.seed,
@@ -476,24 +543,8 @@ class Service:
             height=height,
         )
         _check_denoising(spec)
-        await self._check_prompt(
-            actor,
-            user,
-            guild,
-            spec,
-            kind=JobKind.UPSCALE,
-            has_photo=await self._from_upload(parent),
-        )
-        return await self._submit(
-            actor,
-            user,
-            guild,
-            JobKind.UPSCALE,
-            spec,
-            parent=(parent, index),
-            init_path=image.path,
-            request_key=request_key,
-            on_progress=on_progress,
+        return await self._derived(
+            actor, user, guild, JobKind.UPSCALE, spec, parent, index, image.path, key, on_progress
         )
 
     async def reroll(
@@ -501,55 +552,210 @@ class Service:
         actor: Actor,
         job_id: int,
         *,
-        request_key: str | None = None,
+        press: Press | None = None,
         on_progress: ProgressHandler | None = None,
     ) -> Submission:
         """The same request as job ``job_id`` with a new seed."""
-        existing = await self._find_request(request_key)
-        if existing is not None:
-            return existing
-        parent = await self.store.get_job(job_id)
         user = await self.user(actor)
         guild = await self.guild(actor)
+        await self._gate(actor, user, guild)
+        parent = await self._visible_job(actor, user, guild, job_id, press)
+        existing, key = await self._press_key(user, press, repeatable=True)
+        if existing is not None:
+            return existing
         if parent.kind is JobKind.UPSCALE:
             raise InvalidInput("An upscale has nothing to reroll; upscale another image instead.")
         spec = replace(parent.spec, seed=self._rng.randint(0, SEED_MAX))
-        await self._check_prompt(
-            actor, user, guild, spec, kind=JobKind.REROLL, has_photo=await self._from_upload(parent)
-        )
-        return await self._submit(
+        return await self._derived(
             actor,
             user,
             guild,
             JobKind.REROLL,
             spec,
-            parent=(parent, None),
-            init_path=parent.init_image_path,
-            request_key=self._dedupe_key(request_key),
+            parent,
+            None,
+            parent.init_image_path,
+            key,
+            on_progress,
+        )
+
+    async def _derived(
+        self,
+        actor: Actor,
+        user: User,
+        guild: GuildSettings,
+        kind: JobKind,
+        spec: GenerationSpec,
+        parent: Job,
+        index: int | None,
+        init_path: str | None,
+        request_key: str | None,
+        on_progress: ProgressHandler | None,
+    ) -> Submission:
+        """A job made from another job's images: it inherits the parent's visibility and photo
+        provenance, and the photo hard limits hold for it whoever presses."""
+        await self._check_prompt(actor, guild, spec, photo=parent.from_photo)
+        visibility = privacy.derive(
+            parent, private_setting=user.settings.private, place=self.place(actor, guild)
+        )
+        return await self._submit(
+            actor,
+            user,
+            guild,
+            kind,
+            spec,
+            visibility,
+            parent=(parent, index),
+            init_path=init_path,
+            request_key=request_key,
             on_progress=on_progress,
         )
 
-    # -- submitting and finishing --------------------------------------------------------------
+    async def take(
+        self, actor: Actor, job_id: int, index: int, *, press: Press | None = None
+    ) -> Outcome:
+        """U1–U4: image ``index`` of a job on its own (no new job; nothing charged)."""
+        user = await self.user(actor)
+        guild = await self.guild(actor)
+        job, image = await self._source(actor, user, guild, job_id, index, press)
+        return Outcome(job, [image])
 
-    def _dedupe_key(self, base: str | None) -> str | None:
-        # Non-deterministic buttons (V, 🔄) may be pressed again on purpose; only presses within
-        # the same short window are one job.
-        if base is None:
-            return None
-        return f"{base}:{int(time.time() // DOUBLE_CLICK_WINDOW)}"
+    async def show(self, actor: Actor, job_id: int) -> Outcome:
+        """/show: a past job brought back, under the same rules as any press."""
+        return await self._shown(actor, job_id, None)
 
-    async def _find_request(self, base: str | None) -> Submission | None:
-        if base is None:
-            return None
-        bucket = int(time.time() // DOUBLE_CLICK_WINDOW)
+    async def copy_to_dm(
+        self, actor: Actor, job_id: int, index: int | None, *, press: Press | None = None
+    ) -> Outcome:
+        """✉️: a result for the presser's direct messages. It must be visible where the button
+        was pressed and in a DM, where age-restricted images never go."""
+        outcome = (
+            await self.take(actor, job_id, index, press=press)
+            if index is not None
+            else await self._shown(actor, job_id, press)
+        )
+        user = await self.user(actor)
+        privacy.check_may_show(
+            outcome.job, viewer_id=user.id, place=Place(None, None, nsfw_allowed=False)
+        )
+        await self.store.add_audit(
+            actor=actor.key, action="dm", target=f"job:{job_id}", guild_id=actor.guild_id
+        )
+        return outcome
+
+    async def delete_result(self, actor: Actor, job_id: int) -> list[tuple[int, int]]:
+        """❌: the owner deletes a result: its images and files, and (for the adapter) every
+        message it was posted in, returned as (channel id, message id)."""
+        user = await self.user(actor)
+        try:
+            job = await self.store.get_job(job_id)
+        except NotFound:
+            raise NotFound("This image was deleted.") from None
+        if job.user_id != user.id:
+            raise NotAllowed("Only the person who made these images can delete them.")
+        files, messages = await self.purge(job)
+        await self.store.add_audit(
+            actor=actor.key,
+            action="delete",
+            target=f"job:{job_id}",
+            guild_id=actor.guild_id,
+            detail={"files": files, "messages": len(messages)},
+        )
+        return messages
+
+    async def purge(self, job: Job) -> tuple[int, list[tuple[int, int]]]:
+        """Stop the job, delete its images' files (unless another job holds the same bytes) and
+        mark them deleted. Returns the files deleted and the messages that showed them."""
+        if not job.state.finished:
+            self.engine.cancel(job.id)
+        paths = await self.store.purge_job(job.id)
+        deleted = sum([await asyncio.to_thread(self.files.delete, p) for p in paths])
+        self._recent_jobs.pop(str(job.id), None)
+        return deleted, await self.store.job_messages(job.id)
+
+    async def discord_id_of(self, user_id: int) -> int | None:
+        return (await self.store.get_user(user_id)).discord_id
+
+    async def _shown(self, actor: Actor, job_id: int, press: Press | None) -> Outcome:
+        user = await self.user(actor)
+        guild = await self.guild(actor)
+        job = await self._visible_job(actor, user, guild, job_id, press)
+        images = [i for i in await self.store.get_images(job_id) if not i.deleted]
+        if not images:
+            raise NotFound(f"Job #{job_id} has no images ({job.state}).")
+        return Outcome(job, images)
+
+    async def may_show_here(self, actor: Actor, job_id: int) -> bool:
+        """Whether an answer about ``job_id`` may be public here (for /show, before deferring):
+        False for a private job, or when in doubt."""
+        job = self.recent_job(job_id)
+        if job is None:
+            try:
+                job = await asyncio.wait_for(self.store.get_job(job_id), timeout=1.0)
+            except (TimeoutError, NotFound):
+                return False
+        return not job.private
+
+    # -- what a press acts on ------------------------------------------------------------------
+
+    async def _visible_job(
+        self, actor: Actor, user: User, guild: GuildSettings, job_id: int, press: Press | None
+    ) -> Job:
+        try:
+            job = await self.store.get_job(job_id)
+        except NotFound:
+            if press is not None:
+                raise NotFound("This image was deleted.") from None
+            raise
+        on_its_message = (
+            press is not None and await self.store.job_of_message(press.message_id) == job.id
+        )
+        privacy.check_may_show(
+            job, viewer_id=user.id, place=self.place(actor, guild), on_its_message=on_its_message
+        )
+        return self._remember(job)
+
+    async def _source(
+        self,
+        actor: Actor,
+        user: User,
+        guild: GuildSettings,
+        job_id: int,
+        index: int,
+        press: Press | None,
+    ) -> tuple[Job, Image]:
+        job = await self._visible_job(actor, user, guild, job_id, press)
+        if job.state is not JobState.DONE:
+            raise InvalidInput(f"Job #{job_id} has no images yet (it is {job.state}).")
+        try:
+            image = await self.store.get_image(job_id, index)
+        except NotFound:
+            raise NotFound(f"Image {index + 1} of job #{job_id} was deleted.") from None
+        if image.withheld:
+            raise InvalidInput(f"Image {index + 1} of job #{job_id} was withheld.")
+        return job, image
+
+    async def _press_key(
+        self, user: User, press: Press | None, *, repeatable: bool
+    ) -> tuple[Submission | None, str | None]:
+        """A double click of ``press`` joins the first click's job: returns (that job, None), or
+        (None, the key the new job records). A repeatable button (V, 🔄) pressed again after
+        DOUBLE_CLICK_SECONDS makes a new job; an upscale never does, unless the last one failed.
+        """
+        if press is None:
+            return None, None
+        base = f"{press.message_id}:{press.button}:{user.key}"
         # Under the lock that creating and queueing a job holds, so a job found here already
         # has its engine handle (a double click waits for the first click's result).
         async with self._admission:
-            for b in (bucket, bucket - 1):
-                job = await self.store.find_job_by_request_key(f"{base}:{b}")
-                if job is not None:
-                    return self._existing(job)
-        return None
+            latest, count = await self.store.latest_request(base)
+        if latest is not None and latest.state in _LIVE_OR_DONE:
+            age = (self.now() - latest.created_at).total_seconds()
+            if not repeatable or age < DOUBLE_CLICK_SECONDS:
+                return self._existing(latest), None
+        return None, f"{base}#{count}"
+
+    # -- submitting and finishing --------------------------------------------------------------
 
     def _existing(self, job: Job) -> Submission:
         handle = self._handles.get(job.id)
@@ -562,28 +768,6 @@ class Service:
                 return entry.position
         return None
 
-    async def _parent_image(self, job_id: int, index: int) -> tuple[Job, Image]:
-        parent = await self.store.get_job(job_id)
-        if parent.state is not JobState.DONE:
-            raise InvalidInput(f"Job #{job_id} has no images yet (it is {parent.state}).")
-        image = await self.store.get_image(job_id, index)
-        if image.withheld:
-            raise InvalidInput(f"Image {index + 1} of job #{job_id} was withheld.")
-        return parent, image
-
-    async def _from_upload(self, job: Job) -> bool:
-        """Whether a job descends from an uploaded photo (the hard limit on undressing)."""
-        for _ in range(20):
-            if job.init_image_path and job.init_image_path.startswith("uploads/"):
-                return True
-            if job.parent_job_id is None:
-                return False
-            try:
-                job = await self.store.get_job(job.parent_job_id)
-            except NotFound:
-                return False
-        return True
-
     async def _submit(
         self,
         actor: Actor,
@@ -591,6 +775,7 @@ class Service:
         guild: GuildSettings,
         kind: JobKind,
         spec: GenerationSpec,
+        visibility: privacy.Visibility,
         *,
         parent: tuple[Job, int | None] | None = None,
         init_path: str | None = None,
@@ -604,23 +789,31 @@ class Service:
                     user_id=user.id,
                     kind=kind,
                     spec=spec,
-                    model=self.engine.info.name,
+                    model=model_label(self.engine.info.name),
                     guild_id=actor.guild_id,
                     channel_id=actor.channel_id,
                     parent_job_id=parent[0].id if parent else None,
                     parent_index=parent[1] if parent else None,
                     init_image_path=init_path,
                     request_key=request_key,
+                    from_photo=visibility.from_photo,
+                    age_restricted=visibility.age_restricted,
+                    private=visibility.private,
+                    runner=self.config.runner,
                 )
             )
             if not created:
                 return self._existing(job)
-            self._last_request[user.key] = time.monotonic()
+            self._remember(job)
+            self._last_request.touch(user.key, time.monotonic())
             try:
                 return await self._enqueue(job, user.key, on_progress)
             except Refused as exc:
                 await self.store.finish_job(job.id, JobState.REFUSED, error=str(exc))
-                await self._refuse(actor, str(exc), kind=type(exc).__name__, job_id=job.id)
+                await self.refuse(actor, str(exc), kind=type(exc).__name__, job_id=job.id)
+                raise
+            except InvalidInput as exc:  # e.g. its start image is gone: never left queued
+                await self.store.finish_job(job.id, JobState.FAILED, error=str(exc))
                 raise
 
     async def _enqueue(
@@ -654,7 +847,14 @@ class Service:
             try:
                 init = (await asyncio.to_thread(self.files.open, job.init_image_path),)
             except OSError:
-                raise InvalidInput(f"The start image of job #{job.id} is gone.") from None
+                raise InvalidInput(
+                    f"The start image of job #{job.id} is gone (deleted by its owner or an "
+                    "admin); nothing was charged."
+                ) from None
+        elif job.kind in (JobKind.VARIATION, JobKind.REMIX, JobKind.UPSCALE, JobKind.IMG2IMG):
+            raise InvalidInput(
+                f"The start image of job #{job.id} was deleted by its owner; nothing was charged."
+            )
         if job.kind is JobKind.UPSCALE:
             operation = Operation.UPSCALE
         elif init:
@@ -676,6 +876,8 @@ class Service:
             tile=spec.tile,
             owner=owner,
             job_id=job.id,
+            # With an image check configured, nothing unchecked is shown: no previews.
+            previews=self.classifier is None,
         )
 
     async def finish(self, submission: Submission) -> Outcome:
@@ -745,12 +947,19 @@ class Service:
             return saved
 
         new_images = await asyncio.to_thread(save_all)
-        job = await self.store.finish_job(job.id, JobState.DONE, repro=repro, images=new_images)
+        job = await self.store.finish_job(
+            job.id,
+            JobState.DONE,
+            repro=repro,
+            images=new_images,
+            charged=quota.charge(new_images),
+        )
         if job.state is not JobState.DONE:  # cancelled or purged while the files were written
             unused = await self.store.unreferenced(i.path for i in new_images)
             for path in unused:
                 await asyncio.to_thread(self.files.delete, path)
             raise Cancelled(f"Job #{job.id} was {job.state}; nothing was charged.")
+        self._remember(job)
         if withheld:
             await self.store.add_audit(
                 actor="system",
@@ -786,6 +995,14 @@ class Service:
             # A configured checker that fails must not let images through (fail closed).
             log.exception("The image check failed; withholding the image")
             return True
+
+    async def blur_flagged(self, job: Job) -> bool:
+        """Whether flagged images of this job are shown blurred behind a spoiler (the server's
+        choice) rather than withheld. Never for a job derived from an uploaded photo: a flagged
+        edit of a real person's photo is withheld everywhere."""
+        if job.from_photo or job.guild_id is None:
+            return False
+        return (await self.store.get_guild_settings(job.guild_id)).blur_flagged
 
     # -- cancelling and recovering -------------------------------------------------------------
 
@@ -824,11 +1041,32 @@ class Service:
             raise InvalidInput(f"Job #{job.id} has already {job.state}.")
         return job
 
+    async def recover(self) -> list[Job]:
+        """Close the jobs of command-line processes that died (killed, crashed): marked failed,
+        nothing charged, so they stop holding their user's job slots. Run by every process at
+        start; a job whose process still runs is left to it."""
+        closed = []
+        for job in await self.store.unfinished_jobs():
+            if _runs_at_the_command_line(job) and not (job.runner and self.is_alive(job.runner)):
+                closed.append(
+                    await self.store.finish_job(
+                        job.id,
+                        JobState.FAILED,
+                        error="The easel command running it stopped; nothing was charged.",
+                    )
+                )
+        return closed
+
     async def resume(self, on_progress: ProgressHandler | None = None) -> list[Submission]:
-        """At start-up: put jobs left queued or running back in the engine, or give up on those
-        that already used their attempts."""
+        """At the bot's start-up: put its jobs left queued or running back in the engine, or give
+        up on those that already used their attempts. Command-line jobs are never rerun here
+        (their results belong in a terminal, not a channel); those of dead processes are closed.
+        """
+        await self.recover()
         submissions: list[Submission] = []
         for job in await self.store.unfinished_jobs():
+            if _runs_at_the_command_line(job):
+                continue
             if job.attempts >= self.config.attempts:
                 await self.store.finish_job(
                     job.id,
@@ -837,20 +1075,29 @@ class Service:
                 )
                 continue
             user = await self.store.get_user(job.user_id)
-            await self.store.requeue(job.id)
+            await self.store.requeue(job.id, runner=self.config.runner)
             try:
-                submissions.append(await self._enqueue(job, user.key, on_progress))
+                submissions.append(await self._enqueue(self._remember(job), user.key, on_progress))
             except (Refused, InvalidInput) as exc:
                 await self.store.finish_job(job.id, JobState.FAILED, error=str(exc))
         return submissions
 
+    async def record_message(self, job_id: int, channel_id: int, message_id: int) -> None:
+        """Remember a message the job's images were posted in, so a purge can delete it."""
+        await self.store.add_message(job_id, channel_id=channel_id, message_id=message_id)
+
     async def attach_message(self, job_id: int, channel_id: int, message_id: int) -> None:
-        """Remember where a job is shown, so moderators can find and purge it."""
+        """The message that shows the job's progress and result (edited in place later)."""
         await self.store.set_message(job_id, channel_id=channel_id, message_id=message_id)
+
+    async def delivery_failed(self, job_id: int, error: str) -> None:
+        """Discord refused every way of delivering the job: stop trying, and say why."""
+        await self.store.set_delivery_error(job_id, error[:500])
 
     # -- reading -------------------------------------------------------------------------------
 
     async def job(self, job_id: int) -> tuple[Job, list[Image]]:
+        """A job and its images, for the operator (the CLI); users go through ``show``."""
         job = await self.store.get_job(job_id)
         return job, await self.store.get_images(job_id)
 
@@ -866,7 +1113,7 @@ class Service:
     async def info(self, actor: Actor) -> dict[str, Any]:
         user = await self.user(actor)
         guild = await self.guild(actor)
-        quota = self.daily_quota(user, guild, await self.member(actor, user))
+        daily = self.daily_quota(user, guild, await self.member(actor, user))
         used = await self.images_used_today(user)
         queue = self.engine.snapshot()
         mine = await self.store.list_jobs(
@@ -874,13 +1121,13 @@ class Service:
         )
         positions = {e.job_id: e.position for e in queue}
         return {
-            "quota": quota,
+            "quota": daily,
             "used_today": used,
-            "left_today": max(quota - used, 0),
+            "left_today": max(daily - used, 0),
             "queue_length": len(queue),
             "my_jobs": [(j.id, j.state, positions.get(j.id)) for j in mine],
             "total_jobs": await self.store.count_jobs(user_id=user.id),
-            "model": self.engine.info.name,
+            "model": model_label(self.engine.info.name),
         }
 
     def image_bytes(self, image: Image) -> bytes:
@@ -910,6 +1157,11 @@ class Service:
     async def settings(self, actor: Actor) -> UserSettings:
         return (await self.user(actor)).settings
 
+    async def _save_settings(self, actor: Actor, user: User, settings: UserSettings) -> None:
+        await self.store.save_user_settings(user.id, settings)
+        if self._settings is not None:
+            self._settings[actor.key] = settings
+
     async def update_settings(self, actor: Actor, **changes: Any) -> UserSettings:
         """Change personal defaults; each value is checked with the grammar's own rules."""
         user = await self.user(actor)
@@ -920,14 +1172,14 @@ class Service:
             if name not in {f.name for f in dataclasses.fields(UserSettings)} or name == "presets":
                 raise InvalidInput(f"There is no setting called {name}.")
             if isinstance(value, str):
-                value = value.strip() or None
+                value = clean_text(value).strip() or None
             if value is not None and name in DEFAULT_PARAMETERS:
                 value = check_default(name, value, limits)
             if name in ("negative", "suffix") and value and len(value) > 300:
                 raise InvalidInput(f"The {name} setting is limited to 300 characters.")
             clean[name] = value
         updated = replace(user.settings, **clean)
-        await self.store.save_user_settings(user.id, updated)
+        await self._save_settings(actor, user, updated)
         return updated
 
     async def save_preset(self, actor: Actor, name: str, text: str) -> UserSettings:
@@ -937,9 +1189,9 @@ class Service:
         presets = dict(user.settings.presets)
         if name not in presets and len(presets) >= 25:
             raise InvalidInput("You can keep 25 presets; delete one first.")
-        presets[name] = parse_preset(text, limits=self.limits(guild))
+        presets[name] = parse_preset(clean_text(text), limits=self.limits(guild))
         updated = replace(user.settings, presets=presets)
-        await self.store.save_user_settings(user.id, updated)
+        await self._save_settings(actor, user, updated)
         return updated
 
     async def delete_preset(self, actor: Actor, name: str) -> UserSettings:
@@ -948,11 +1200,13 @@ class Service:
         if presets.pop(name.strip().lower(), None) is None:
             raise NotFound(f"There is no preset called '{name}'.")
         updated = replace(user.settings, presets=presets)
-        await self.store.save_user_settings(user.id, updated)
+        await self._save_settings(actor, user, updated)
         return updated
 
     async def forget_me(self, actor: Actor) -> int:
-        """Delete the caller's jobs, images, settings and files. Returns files deleted."""
+        """Delete what Easel keeps about the caller that is personal (jobs, prompts, images,
+        settings, name); keep what enforcement needs (bans, quota overrides, today's usage,
+        the audit trail without prompts). Returns the number of files deleted."""
         user = await self.store.find_user(actor.key)
         if user is None:
             return 0
@@ -962,6 +1216,11 @@ class Service:
             self.engine.cancel(job.id)
         paths = await self.store.forget_user(user.id)
         deleted = sum([await asyncio.to_thread(self.files.delete, p) for p in paths])
+        if self._settings is not None:
+            self._settings.pop(actor.key, None)
+        for key, job in list(self._recent_jobs.items()):
+            if job.user_id == user.id:
+                del self._recent_jobs[key]
         await self.store.add_audit(
             actor=actor.key,
             action="forget_me",
@@ -970,6 +1229,13 @@ class Service:
             detail={"files": deleted},
         )
         return deleted
+
+
+def _runs_at_the_command_line(job: Job) -> bool:
+    # Jobs from before runners were recorded: the CLI's have no channel.
+    if job.runner is None:
+        return job.channel_id is None
+    return job.runner.startswith("cli:")
 
 
 def _check_denoising(spec: GenerationSpec) -> None:

@@ -194,6 +194,12 @@ class Store:
             await s.commit()
             return _user(row)
 
+    async def all_user_settings(self) -> dict[str, UserSettings]:
+        """Every user's settings that differ from the defaults, by user key."""
+        async with self._sessions() as s:
+            rows = await s.execute(select(UserRow.key, UserRow.settings))
+            return {key: UserSettings.from_dict(data) for key, data in rows if data}
+
     async def save_user_settings(self, user_id: int, settings: UserSettings) -> User:
         return await self._update_user(user_id, settings=settings.to_dict())
 
@@ -382,6 +388,15 @@ class Store:
                 return _job(existing), False
             return _job(row), True
 
+    async def latest_request(self, base: str) -> tuple[Job | None, int]:
+        """The latest job made by presses of one button (request keys ``base#0``, ``base#1``
+        ...), and how many there were."""
+        pattern = f"{_like_escape(base)}#%"
+        query = select(JobRow).where(JobRow.request_key.like(pattern, escape="\\"))
+        async with self._sessions() as s:
+            rows = list(await s.scalars(query.order_by(JobRow.id.desc())))
+            return (_job(rows[0]) if rows else None), len(rows)
+
     async def find_job_by_request_key(self, key: str) -> Job | None:
         async with self._sessions() as s:
             row = await s.scalar(select(JobRow).where(JobRow.request_key == key))
@@ -418,18 +433,19 @@ class Store:
         error: str | None = None,
         repro: dict[str, Any] | None = None,
         images: Sequence[NewImage] = (),
+        charged: int = 0,
     ) -> Job:
         """Move an unfinished job to a final state, with its images, in one transaction.
 
-        Images that are not withheld are charged to the quota; a failed or cancelled job
-        charges nothing. A job that is already finished (cancelled meanwhile, say) is returned
-        unchanged and nothing is written: callers compare the returned state with theirs.
+        ``charged`` images (the core decides how many) go on the job and into the quota's
+        ledger. A job that is already finished (cancelled meanwhile, say) is returned unchanged
+        and nothing is written: callers compare the returned state with theirs.
         """
         values: dict[str, Any] = {
             "state": state.value,
             "error": error,
             "finished_at": utcnow(),
-            "charged_images": sum(1 for i in images if not i.withheld),
+            "charged_images": charged,
         }
         if repro is not None:
             values["repro"] = repro
@@ -469,8 +485,10 @@ class Store:
         async with self._sessions() as s:
             return await self._unreferenced(s, paths)
 
-    async def requeue(self, job_id: int) -> Job:
-        return await self._update_job(job_id, state=JobState.QUEUED.value, started_at=None)
+    async def requeue(self, job_id: int, *, runner: str | None = None) -> Job:
+        return await self._update_job(
+            job_id, state=JobState.QUEUED.value, started_at=None, runner=runner
+        )
 
     async def set_message(self, job_id: int, *, channel_id: int | None, message_id: int) -> Job:
         """The message that shows this job (edited in place later), recorded among its copies."""

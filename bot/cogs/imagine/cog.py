@@ -1,0 +1,285 @@
+"""/imagine, /show and every button on a result.
+
+Each path answers Discord first (within its 3 seconds), with the visibility the core decided
+from memory (the caller's cached settings, and whether the press came from a private result),
+then calls one service method and hands the result to :class:`Delivery`.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING
+
+import discord
+from discord import app_commands
+from discord.ext import commands
+
+from bot.cogs.common import actor_from, delete_messages
+from bot.cogs.imagine.buttons import Action, RemixModal
+from bot.cogs.imagine.delivery import Delivery, ProgressRelay, Reply, Undeliverable
+from bot.core.errors import BadImage, EaselError
+from bot.core.imaging import check_upload_meta
+from bot.core.service import Actor, Press, Service, Submission, Upload
+
+if TYPE_CHECKING:
+    from bot.client import EaselBot
+
+log = logging.getLogger(__name__)
+
+# A button's work once it is answered: (reply, action, presser, job id, image index, press).
+Handler = Callable[[Reply, Action, Actor, int, "int | None", Press], Awaitable[None]]
+
+
+def _on_private_message(interaction: discord.Interaction) -> bool:
+    message = interaction.message
+    return bool(message is not None and message.flags.ephemeral)
+
+
+class ImagineCog(commands.Cog, name="Imagine"):
+    def __init__(self, bot: EaselBot, progress_interval: float) -> None:
+        self.bot = bot
+        self.delivery = Delivery(bot, progress_interval)
+        self.handlers: dict[Action, Handler] = {
+            Action.TAKE: self._take,
+            Action.VARY: self._vary,
+            Action.VARY_STRONG: self._vary,
+            Action.VARY_SUBTLE: self._vary,
+            Action.REROLL: self._reroll,
+            Action.UPSCALE: self._upscale,
+        }
+
+    @property
+    def service(self) -> Service:
+        return self.bot.service
+
+    def reply_for(self, interaction: discord.Interaction, *, private: bool) -> Reply:
+        return Reply(
+            self.bot,
+            channel_id=interaction.channel_id,
+            interaction=interaction,
+            user_id=interaction.user.id,
+            private=private,
+        )
+
+    # -- commands ------------------------------------------------------------------------------
+
+    @app_commands.command(name="imagine", description="Make four images from a prompt")
+    @app_commands.describe(
+        prompt="What to draw, with parameters such as --ar 16:9 --seed 42 --no text",
+        image="A start image (PNG, JPEG or WebP) to draw from",
+        negative="Things to keep out of the image (like --no)",
+    )
+    async def imagine(
+        self,
+        interaction: discord.Interaction,
+        prompt: app_commands.Range[str, 1, 4000],
+        image: discord.Attachment | None = None,
+        negative: app_commands.Range[str, 1, 1000] | None = None,
+    ) -> None:
+        actor = actor_from(interaction)
+        private = self.service.answers_privately(actor)
+        # Answer first: Discord allows 3 s for the first response, and nothing below is that fast.
+        await interaction.response.defer(ephemeral=private, thinking=True)
+        service = self.service
+
+        async def submit(relay: ProgressRelay) -> Submission:
+            upload = None
+            if image is not None:
+                # Size and type are checked before anything is downloaded, and the file's own
+                # name is never used.
+                check_upload_meta(
+                    image.content_type, image.size, max_bytes=service.config.max_upload_bytes
+                )
+                try:
+                    data = await image.read()
+                except discord.HTTPException:
+                    raise BadImage("Could not download the start image from Discord.") from None
+                upload = Upload(data, image.content_type)
+            return await service.imagine(
+                actor, prompt, upload=upload, negative=negative, on_progress=relay
+            )
+
+        await self.delivery.run(
+            self.reply_for(interaction, private=private), submit, interaction.user.id
+        )
+
+    @app_commands.command(name="show", description="Bring back a past job with live buttons")
+    @app_commands.describe(job="The job number (from /history)")
+    async def show(self, interaction: discord.Interaction, job: app_commands.Range[int, 1]) -> None:
+        actor = actor_from(interaction)
+        private = self.service.answers_privately(actor) or not await self.service.may_show_here(
+            actor, job
+        )
+        await interaction.response.defer(ephemeral=private, thinking=True)
+        reply = self.reply_for(interaction, private=private)
+        try:
+            outcome = await self.service.show(actor, job)
+            owner = await self.service.discord_id_of(outcome.job.user_id)
+            await self.delivery.show(reply, outcome, owner)
+        except EaselError as exc:
+            await reply.update(f"❌ {exc}")
+
+    # -- buttons -------------------------------------------------------------------------------
+
+    async def press(
+        self, interaction: discord.Interaction, action: Action, job_id: int, index: int | None
+    ) -> None:
+        """A button on a result. The first response (a modal, or a deferral with the right
+        visibility) is decided from memory only; the service checks everything else."""
+        actor = actor_from(interaction)
+        message_id = interaction.message.id if interaction.message else 0
+        press = Press(message_id, str(interaction.data.get("custom_id", "")))  # type: ignore[union-attr]
+        on_private = _on_private_message(interaction)
+        if action is Action.REMIX or (action is Action.VARY and self.service.remix_mode_now(actor)):
+            assert index is not None
+            known = self.service.recent_job(job_id)
+            text = known.spec.prompt if known is not None else ""
+            if known is not None and known.spec.negative:
+                text += f" --no {known.spec.negative}"
+            modal = RemixModal(self, job_id, index, text=text, strong=action is not Action.VARY)
+            await interaction.response.send_modal(modal)
+            return
+        if action is Action.DELETE:
+            await self._delete(interaction, actor, job_id)
+            return
+        if action is Action.DM:
+            await self._send_to_dm(interaction, actor, job_id, index, press)
+            return
+        private = self.service.answers_privately(actor, on_private_message=on_private)
+        await interaction.response.defer(ephemeral=private, thinking=True)
+        reply = self.reply_for(interaction, private=private)
+        await self.handlers[action](reply, action, actor, job_id, index, press)
+
+    async def _take(
+        self,
+        reply: Reply,
+        action: Action,
+        actor: Actor,
+        job_id: int,
+        index: int | None,
+        press: Press,
+    ) -> None:
+        assert index is not None
+        try:
+            outcome = await self.service.take(actor, job_id, index, press=press)
+            owner = await self.service.discord_id_of(outcome.job.user_id)
+            await self.delivery.show(reply, outcome, owner)
+        except EaselError as exc:
+            await reply.update(f"❌ {exc}")
+
+    async def _vary(
+        self,
+        reply: Reply,
+        action: Action,
+        actor: Actor,
+        job_id: int,
+        index: int | None,
+        press: Press,
+    ) -> None:
+        assert index is not None
+
+        async def submit(relay: ProgressRelay) -> Submission:
+            return await self.service.vary(
+                actor,
+                job_id,
+                index,
+                strong=action is not Action.VARY_SUBTLE,
+                press=press,
+                on_progress=relay,
+            )
+
+        await self.delivery.run(reply, submit, reply.user_id)
+
+    async def _reroll(
+        self,
+        reply: Reply,
+        action: Action,
+        actor: Actor,
+        job_id: int,
+        index: int | None,
+        press: Press,
+    ) -> None:
+        async def submit(relay: ProgressRelay) -> Submission:
+            return await self.service.reroll(actor, job_id, press=press, on_progress=relay)
+
+        await self.delivery.run(reply, submit, reply.user_id)
+
+    async def _upscale(
+        self,
+        reply: Reply,
+        action: Action,
+        actor: Actor,
+        job_id: int,
+        index: int | None,
+        press: Press,
+    ) -> None:
+        assert index is not None
+
+        async def submit(relay: ProgressRelay) -> Submission:
+            return await self.service.upscale(actor, job_id, index, press=press, on_progress=relay)
+
+        await self.delivery.run(reply, submit, reply.user_id)
+
+    async def remix(
+        self, interaction: discord.Interaction, job_id: int, index: int, prompt: str, strong: bool
+    ) -> None:
+        """The Remix modal was submitted: answer at once, then vary with the new prompt."""
+        actor = actor_from(interaction)
+        private = self.service.answers_privately(
+            actor, on_private_message=_on_private_message(interaction)
+        )
+        await interaction.response.defer(ephemeral=private, thinking=True)
+        message_id = interaction.message.id if interaction.message else 0
+        press = Press(message_id, f"remix:{job_id}:{index}")
+
+        async def submit(relay: ProgressRelay) -> Submission:
+            return await self.service.vary(
+                actor, job_id, index, strong=strong, prompt=prompt, press=press, on_progress=relay
+            )
+
+        await self.delivery.run(
+            self.reply_for(interaction, private=private), submit, interaction.user.id
+        )
+
+    async def _delete(self, interaction: discord.Interaction, actor: Actor, job_id: int) -> None:
+        """❌: the owner deletes the result, its images and every message showing them."""
+        # A deferred update: "the original response" is now the pressed message itself, which
+        # is how an ephemeral (private) result can be reached at all.
+        await interaction.response.defer()
+        try:
+            messages = await self.service.delete_result(actor, job_id)
+        except EaselError as exc:
+            await interaction.followup.send(f"❌ {exc}", ephemeral=True)
+            return
+        unreachable = await delete_messages(self.bot, messages)
+        if _on_private_message(interaction):
+            await interaction.edit_original_response(content="(deleted)", attachments=[], view=None)
+        left = f" {unreachable} message(s) could not be reached." if unreachable else ""
+        await interaction.followup.send(f"Deleted job #{job_id}.{left}", ephemeral=True)
+
+    async def _send_to_dm(
+        self,
+        interaction: discord.Interaction,
+        actor: Actor,
+        job_id: int,
+        index: int | None,
+        press: Press,
+    ) -> None:
+        """✉️: a copy of the result in the presser's direct messages."""
+        await interaction.response.defer(ephemeral=True, thinking=True)
+        try:
+            outcome = await self.service.copy_to_dm(actor, job_id, index, press=press)
+            owner = await self.service.discord_id_of(outcome.job.user_id)
+            reply = Reply(self.bot, channel_id=None, user_id=interaction.user.id, private=True)
+            await self.delivery.show(reply, outcome, owner)
+        except EaselError as exc:
+            await interaction.edit_original_response(content=f"❌ {exc}")
+            return
+        except Undeliverable:
+            await interaction.edit_original_response(
+                content="❌ Discord would not let me message you: allow direct messages from "
+                "this server's members, then press ✉️ again."
+            )
+            return
+        await interaction.edit_original_response(content="Sent to your direct messages. ✉️")

@@ -181,6 +181,8 @@ def build_tiny_captioner(directory: Path) -> Path:
                 "eos_token_id": vocab["[SEP]"],
                 "sep_token_id": vocab["[SEP]"],
                 "pad_token_id": vocab["[PAD]"],
+                # Larger than BERT's 0.02, so the random decoder's words depend on the image.
+                "initializer_range": 0.2,
             },
             vision_config={
                 "hidden_size": 32,
@@ -189,6 +191,9 @@ def build_tiny_captioner(directory: Path) -> Path:
                 "num_hidden_layers": 2,
                 "image_size": 32,
                 "patch_size": 8,
+                # BLIP's vision default is 1e-10 (its weights always come from a checkpoint),
+                # which would leave the random encoder blind to the image.
+                "initializer_range": 0.02,
             },
             projection_dim=32,
         )

@@ -2,12 +2,19 @@
 first-in-first-out within an owner.
 
 Not thread-safe by itself; the worker guards it with its condition variable.
+
+Owners are remembered after their queue empties (so someone who sends job after job does not
+jump ahead of people who have been waiting), but not forever: once :attr:`FairQueue.remember`
+other owners have been served since, an idle owner is forgotten and comes back as a newcomer.
+That moves them ahead only of owners served before them who still wait; such an owner would
+have had the turn before any of those later ones, unless all of them were newcomers, who go
+first anyway. Memory stays bounded by ``remember`` plus the owners waiting.
 """
 
 from __future__ import annotations
 
 import itertools
-from collections import deque
+from collections import OrderedDict, deque
 from collections.abc import Callable, Hashable
 from dataclasses import dataclass
 from typing import Generic, TypeVar
@@ -26,13 +33,16 @@ class _Entry(Generic[T]):
 
 
 class FairQueue(Generic[T]):
-    def __init__(self, *, max_items: int, max_per_owner: int) -> None:
+    def __init__(self, *, max_items: int, max_per_owner: int, remember: int = 1000) -> None:
         self.max_items = max_items
         self.max_per_owner = max_per_owner
+        # Idle owners remembered; at least as many as can wait, so no waiting owner's turn is
+        # ever forgotten.
+        self.remember = max(remember, max_items)
         self._queues: dict[str, deque[_Entry[T]]] = {}
-        # When each owner was last served. Kept after their queue empties, so someone who
-        # sends job after job does not jump ahead of people who have been waiting.
-        self._served: dict[str, int] = {}
+        # When each owner was last served, least recently first. Kept after their queue
+        # empties, up to ``remember`` owners (see the module's docstring).
+        self._served: OrderedDict[str, int] = OrderedDict()
         self._arrived: dict[str, int] = {}
         self._clock = itertools.count()
         self._len = 0
@@ -88,11 +98,24 @@ class FairQueue(Generic[T]):
                 self._len -= 1
                 progressed = True
                 self._served[owner] = next(self._clock)
+                self._served.move_to_end(owner)
         for owner in turns:
             if not self._queues[owner]:
                 del self._queues[owner]
                 del self._arrived[owner]
+        self._forget()
         return batch
+
+    def _forget(self) -> None:
+        excess = len(self._served) - self.remember
+        if excess <= 0:
+            return
+        for owner in list(self._served):  # least recently served first
+            if owner not in self._queues:  # waiting owners keep their turn
+                del self._served[owner]
+                excess -= 1
+                if excess == 0:
+                    return
 
     def remove(self, predicate: Callable[[T], bool]) -> T | None:
         for owner, entries in self._queues.items():

@@ -1,5 +1,7 @@
 """Loading a model: a Hub id, a local diffusers folder, a single ``.safetensors``/``.ckpt`` file, or
-``tiny``. The text-to-image and image-to-image pipelines share one set of weights (``from_pipe``).
+a tiny model, of any family in :mod:`engine.families`. The text-to-image and image-to-image
+pipelines share one set of weights (``from_pipe``). Nothing here assumes a U-Net: SD3 and FLUX
+denoise with a transformer.
 """
 
 from __future__ import annotations
@@ -8,7 +10,7 @@ import hashlib
 import json
 import logging
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -17,19 +19,45 @@ import torch
 import transformers
 from diffusers import AutoPipelineForImage2Image, AutoPipelineForText2Image
 
+from engine.catalogue import (
+    SINGLE_FILE_SUFFIXES,
+    TINY_SOURCES,
+    ModelEntry,
+    checkpoint_family,
+    detect_family,
+    load_catalogue,
+    read_safetensors_header,
+)
+from engine.families import FAMILIES, Family
 from engine.requests import ModelInfo
 from engine.tiny import tiny_model_folder
 
 log = logging.getLogger(__name__)
 
-SINGLE_FILE_SUFFIXES = (".safetensors", ".ckpt")
+__all__ = ["SINGLE_FILE_SUFFIXES", "LoadedModel", "ModelLoadError", "load_entry", "load_model"]
+
+# Pipelines by family, for single files (diffusers reads the file's layout itself).
+_PIPELINES = {
+    "sd1": "StableDiffusionPipeline",
+    "sd2": "StableDiffusionPipeline",
+    "sdxl": "StableDiffusionXLPipeline",
+    "sd3": "StableDiffusion3Pipeline",
+    "flux": "FluxPipeline",
+}
+# Where diffusers takes the parts a transformer-only checkpoint lacks (text encoders, VAE):
+# DIFFUSERS_DEFAULT_PIPELINE_PATHS in diffusers/loaders/single_file_utils.py.
+_BASE_REPOS = {
+    "sd3": "stabilityai/stable-diffusion-3-medium-diffusers",
+    "flux": "black-forest-labs/FLUX.1-schnell",
+    "flux-dev": "black-forest-labs/FLUX.1-dev",
+}
 
 
 class ModelLoadError(Exception):
     """The configured model cannot be loaded; ``str()`` says why and what to do."""
 
 
-@dataclass
+@dataclass(eq=False)
 class LoadedModel:
     info: ModelInfo
     txt2img: Any
@@ -37,32 +65,57 @@ class LoadedModel:
     scheduler_config: Any
     device: torch.device
     dtype: torch.dtype
+    size_bytes: int = 0  # weights in memory (parameters and buffers of every component)
+    # Per-model state owned by the engine thread: loaded LoRAs and embeddings, the prompt
+    # encoder and its cache (engine.adapters, engine.weighting).
+    state: dict[str, Any] = field(default_factory=dict)
 
     @property
     def family(self) -> str:
         return self.info.family
 
+    @property
+    def family_info(self) -> Family:
+        return FAMILIES[self.info.family]
 
-class SharedTimestepEmbedding(torch.nn.Module):
+    @property
+    def denoiser(self) -> torch.nn.Module:
+        """The U-Net (SD 1.x, 2.x, XL) or the transformer (SD3, FLUX)."""
+        pipe = self.txt2img
+        return pipe.unet if getattr(pipe, "unet", None) is not None else pipe.transformer
+
+
+def share_timestep_embedding(module: torch.nn.Module) -> None:
     """Every image in a pipeline call is at the same timestep, so embed it once.
 
     Cheaper, and it keeps results independent of the batch size: a ``(batch, C)`` linear layer
     can round differently for different batch sizes on CPU (MKL picks kernels by shape), while
-    the ``(1, C)`` embedding broadcasts over the batch in every ResNet block.
+    the ``(1, C)`` embedding broadcasts over the batch in every ResNet block. The forward method
+    is wrapped in place, so module names stay those LoRA files address.
     """
+    inner = module.forward
 
-    def __init__(self, inner: torch.nn.Module) -> None:
-        super().__init__()
-        self.inner = inner
-
-    def forward(self, sample: torch.Tensor, condition: torch.Tensor | None = None) -> torch.Tensor:
+    def forward(sample: torch.Tensor, condition: torch.Tensor | None = None) -> torch.Tensor:
         if (
             condition is None
             and sample.shape[0] > 1
             and torch.equal(sample, sample[:1].expand_as(sample))
         ):
-            return self.inner(sample[:1])
-        return self.inner(sample, condition)
+            return inner(sample[:1])
+        return inner(sample, condition)
+
+    module.forward = forward  # type: ignore[method-assign]
+
+
+def is_out_of_memory(exc: BaseException | None) -> bool:
+    if exc is None:
+        return False
+    if isinstance(exc, torch.OutOfMemoryError):
+        return True
+    text = str(exc)
+    return isinstance(exc, RuntimeError) and (
+        "out of memory" in text.lower() or "can't allocate memory" in text
+    )
 
 
 def pick_device(setting: str) -> torch.device:
@@ -81,10 +134,15 @@ def pick_device(setting: str) -> torch.device:
     return torch.device("cpu")
 
 
-def pick_dtype(setting: str, device: torch.device) -> torch.dtype:
+def pick_dtype(setting: str, device: torch.device, family: str | None = None) -> torch.dtype:
     if setting == "auto":
-        # Half precision halves memory and doubles speed on GPUs; CPUs are slow in it.
-        return torch.float16 if device.type in ("cuda", "mps") else torch.float32
+        if device.type == "cpu":
+            return torch.float32  # CPUs are slow in half precision
+        # FLUX overflows float16 (black images); its model card runs it in bfloat16.
+        if family == "flux" and (device.type != "cuda" or torch.cuda.is_bf16_supported()):
+            return torch.bfloat16
+        # Half precision halves memory and doubles speed on GPUs.
+        return torch.float16
     return {"float16": torch.float16, "bfloat16": torch.bfloat16, "float32": torch.float32}[setting]
 
 
@@ -123,25 +181,198 @@ def _weight_files(folder: Path) -> list[Path]:
     return [
         p
         for p in folder.rglob("*")
-        if p.suffix in (".safetensors", ".bin", ".ckpt", ".json", ".txt") and p.is_file()
+        if p.suffix in (".safetensors", ".bin", ".ckpt", ".json", ".txt", ".model") and p.is_file()
     ]
 
 
-def _family(pipe: Any, name: str) -> str:
-    if name == "tiny":
-        return "tiny"
-    if "XL" in type(pipe).__name__:
+def _pipeline_family(pipe: Any) -> str:
+    name = type(pipe).__name__
+    if "Flux" in name:
+        return "flux"
+    if "StableDiffusion3" in name:
+        return "sd3"
+    if "XL" in name:
         return "sdxl"
-    return "sd2" if pipe.unet.config.cross_attention_dim == 1024 else "sd1"
+    unet = getattr(pipe, "unet", None)
+    if unet is None:
+        raise ModelLoadError(f"{name} is not a model family Easel runs ({', '.join(FAMILIES)}).")
+    return "sd2" if unet.config.cross_attention_dim == 1024 else "sd1"
 
 
-def _is_sdxl_file(path: Path) -> bool:
-    if path.suffix != ".safetensors":
-        return False
-    from safetensors import safe_open
+def _from_folder(folder: Path, kwargs: dict[str, Any]) -> Any:
+    # Components the folder declares absent (SD3 without its T5 encoder: null in
+    # model_index.json) must be passed as None, or diffusers asks for them.
+    index = folder / "model_index.json"
+    absent = {}
+    if index.is_file():
+        for key, value in json.loads(index.read_text()).items():
+            if isinstance(value, list) and value and value[0] is None:
+                absent[key] = None
+    return AutoPipelineForText2Image.from_pretrained(folder, **kwargs, **absent)
 
-    with safe_open(str(path), framework="pt") as f:
-        return any(k.startswith("conditioner.embedders.1") for k in f.keys())  # noqa: SIM118
+
+def _from_single_file(path: Path, entry: ModelEntry, kwargs: dict[str, Any]) -> Any:
+    if path.suffix == ".safetensors":
+        try:
+            family = checkpoint_family(read_safetensors_header(path))
+        except ValueError as exc:
+            raise ModelLoadError(f"{path.name} is {exc}.") from None
+    else:
+        family = entry.family or "sd1"  # a .ckpt pickle: SD 1.x/2.x, as A1111 shares them
+    cls = getattr(diffusers, _PIPELINES[family])
+    if family not in ("sd3", "flux"):
+        return cls.from_single_file(str(path), config=entry.config, **kwargs)
+    # SD3 and FLUX files often hold the transformer alone: take the other parts (text encoders,
+    # VAE) from the family's diffusers repository, or the entry's ``config``.
+    header = read_safetensors_header(path)
+    whole = any(k.startswith(("text_encoders.", "vae.", "first_stage_model.")) for k in header)
+    if whole:
+        return cls.from_single_file(str(path), config=entry.config, **kwargs)
+    dev = any(k.endswith("guidance_in.in_layer.bias") for k in header)
+    base = entry.config or _BASE_REPOS["flux-dev" if family == "flux" and dev else family]
+    denoiser_cls = (
+        diffusers.FluxTransformer2DModel if family == "flux" else diffusers.SD3Transformer2DModel
+    )
+    transformer = denoiser_cls.from_single_file(
+        str(path), config=base, subfolder="transformer", **kwargs
+    )
+    return cls.from_pretrained(base, transformer=transformer, **kwargs)
+
+
+def _module_bytes(pipe: Any) -> int:
+    seen: set[int] = set()
+    total = 0
+    for component in pipe.components.values():
+        if not isinstance(component, torch.nn.Module):
+            continue
+        for tensor in [*component.parameters(), *component.buffers()]:
+            if id(tensor) not in seen:
+                seen.add(id(tensor))
+                total += tensor.numel() * tensor.element_size()
+    return total
+
+
+def load_entry(
+    entry: ModelEntry,
+    *,
+    data_dir: Path,
+    device: str = "auto",
+    dtype: str = "auto",
+    compile_unet: bool = False,
+    cpu_threads: int = 0,
+) -> LoadedModel:
+    """Load a catalogue entry's weights and prepare them for batch-invariant, shared-weight
+    generation. Raises :class:`ModelLoadError` with one line for the user."""
+    # A server's log is no terminal: no progress bars while loading.
+    diffusers.utils.logging.disable_progress_bar()
+    transformers.utils.logging.disable_progress_bar()
+    torch_device = pick_device(device)
+    family_hint = entry.family or detect_family(entry.source)
+    torch_dtype = pick_dtype(entry.dtype or dtype, torch_device, family_hint)
+    if torch_device.type == "cpu":
+        # torch's threads spin while they wait; on a small machine they starve the event loop
+        # and everything else. Leave one core free unless told otherwise.
+        torch.set_num_threads(cpu_threads or max(1, (os.cpu_count() or 2) - 1))
+    kwargs: dict[str, Any] = {"dtype": torch_dtype}
+    source = entry.source
+    path = Path(source).expanduser()
+    try:
+        if source in TINY_SOURCES:
+            folder = tiny_model_folder(data_dir, source)
+            pipe = _from_folder(folder, kwargs)
+            identity = file_identity(_weight_files(folder), data_dir)
+            log.warning(
+                "Using the built-in %s model: random weights, so it makes noise, not "
+                "pictures. Set EASEL_MODEL to a real model for images.",
+                source,
+            )
+        elif path.is_file() and path.suffix in SINGLE_FILE_SUFFIXES:
+            pipe = _from_single_file(path, entry, kwargs)
+            identity = file_identity([path], data_dir)
+        elif path.is_dir():
+            pipe = _from_folder(path, kwargs)
+            identity = file_identity(_weight_files(path), data_dir)
+        elif path.exists():
+            raise ModelLoadError(
+                f"Model '{entry.name}': {source} is a file, but not a .safetensors or .ckpt "
+                "checkpoint."
+            )
+        else:
+            # A Hub id: download (or find in the cache) first, so we know the exact revision.
+            folder = Path(diffusers.DiffusionPipeline.download(source))
+            pipe = _from_folder(folder, kwargs)
+            identity = f"{source}@{folder.name}"
+    except ModelLoadError:
+        raise
+    except Exception as exc:  # diffusers raises many kinds; the user needs one line
+        offline = " (offline: HF_HUB_OFFLINE is set)" if os.environ.get("HF_HUB_OFFLINE") else ""
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise ModelLoadError(
+            f"Could not load model '{entry.name}' from {source}{offline}: {first}"
+        ) from exc
+
+    family = _pipeline_family(pipe)
+    if entry.family is not None and entry.family != family:
+        raise ModelLoadError(
+            f"Model '{entry.name}' is listed as {entry.family}, but {source} is {family}."
+        )
+    pipe.set_progress_bar_config(disable=True)
+    if getattr(pipe, "safety_checker", None) is not None:
+        # The image-side check is Easel's own hook (bot policy), not the pipeline's black square.
+        pipe.safety_checker = None
+    pipe.to(torch_device)
+    unet = getattr(pipe, "unet", None)
+    if unet is not None:
+        # Batch invariance: the timestep embedding once per step and the VAE one image at a
+        # time, so an image is byte-identical whether it ran alone or batched with others.
+        share_timestep_embedding(unet.time_embedding)
+    pipe.vae.enable_slicing()
+    if torch_device.type == "cuda":
+        torch.backends.cudnn.benchmark = False  # the same kernels every time, for reproducibility
+    if compile_unet:
+        if unet is not None:
+            pipe.unet = torch.compile(unet)
+        else:
+            pipe.transformer = torch.compile(pipe.transformer)
+    img2img = AutoPipelineForImage2Image.from_pipe(pipe)
+    img2img.set_progress_bar_config(disable=True)
+    native = entry.native_size or _native_side(pipe)
+    info = ModelInfo(
+        name=entry.name,
+        family=family,
+        native_side=native,
+        identity=identity,
+        device=str(torch_device),
+        dtype=str(torch_dtype).removeprefix("torch."),
+        source=source,
+    )
+    size = _module_bytes(pipe)
+    log.info(
+        "Model %s (%s, %spx, %.2f GB) on %s in %s.",
+        entry.name,
+        family,
+        native,
+        size / 1e9,
+        info.device,
+        info.dtype,
+    )
+    return LoadedModel(
+        info=info,
+        txt2img=pipe,
+        img2img=img2img,
+        scheduler_config=pipe.scheduler.config,
+        device=torch_device,
+        dtype=torch_dtype,
+        size_bytes=size,
+    )
+
+
+def _native_side(pipe: Any) -> int:
+    denoiser = pipe.unet if getattr(pipe, "unet", None) is not None else pipe.transformer
+    sample = getattr(denoiser.config, "sample_size", None)
+    if isinstance(sample, int):
+        return sample * int(pipe.vae_scale_factor)
+    return int(getattr(pipe, "default_sample_size", 128)) * int(pipe.vae_scale_factor)
 
 
 def load_model(
@@ -153,84 +384,14 @@ def load_model(
     compile_unet: bool = False,
     cpu_threads: int = 0,
 ) -> LoadedModel:
-    """Load ``name`` and prepare it for batch-invariant, shared-weight generation."""
-    # A server's log is no terminal: no progress bars while loading.
-    diffusers.utils.logging.disable_progress_bar()
-    transformers.utils.logging.disable_progress_bar()
-    torch_device = pick_device(device)
-    torch_dtype = pick_dtype(dtype, torch_device)
-    if torch_device.type == "cpu":
-        # torch's threads spin while they wait; on a small machine they starve the event loop
-        # and everything else. Leave one core free unless told otherwise.
-        torch.set_num_threads(cpu_threads or max(1, (os.cpu_count() or 2) - 1))
-    kwargs: dict[str, Any] = {"dtype": torch_dtype}
-    path = Path(name).expanduser()
-    try:
-        if name == "tiny":
-            folder = tiny_model_folder(data_dir)
-            pipe = AutoPipelineForText2Image.from_pretrained(folder, **kwargs)
-            identity = file_identity(_weight_files(folder), data_dir)
-            log.warning(
-                "Using the built-in tiny model: random weights, so it makes noise, not "
-                "pictures. Set EASEL_MODEL to a real model for images."
-            )
-        elif path.is_file() and path.suffix in SINGLE_FILE_SUFFIXES:
-            cls = (
-                diffusers.StableDiffusionXLPipeline
-                if _is_sdxl_file(path)
-                else diffusers.StableDiffusionPipeline
-            )
-            pipe = cls.from_single_file(str(path), **kwargs)
-            identity = file_identity([path], data_dir)
-        elif path.is_dir():
-            pipe = AutoPipelineForText2Image.from_pretrained(path, **kwargs)
-            identity = file_identity(_weight_files(path), data_dir)
-        elif path.exists():
-            raise ModelLoadError(
-                f"EASEL_MODEL {name!r} is a file, but not a .safetensors or .ckpt checkpoint."
-            )
-        else:
-            # A Hub id: download (or find in the cache) first, so we know the exact revision.
-            folder = Path(diffusers.DiffusionPipeline.download(name))
-            pipe = AutoPipelineForText2Image.from_pretrained(folder, **kwargs)
-            identity = f"{name}@{folder.name}"
-    except ModelLoadError:
-        raise
-    except Exception as exc:  # diffusers raises many kinds; the user needs one line
-        offline = " (offline: HF_HUB_OFFLINE is set)" if os.environ.get("HF_HUB_OFFLINE") else ""
-        raise ModelLoadError(f"Could not load model {name!r}{offline}: {exc}") from exc
-
-    pipe.set_progress_bar_config(disable=True)
-    if getattr(pipe, "safety_checker", None) is not None:
-        # The image-side check is Easel's own hook (bot policy), not the pipeline's black square.
-        pipe.safety_checker = None
-    pipe.to(torch_device)
-    # Batch invariance: the timestep embedding once per step and the VAE one image at a time,
-    # so an image is byte-identical whether it ran alone or batched with others.
-    pipe.unet.time_embedding = SharedTimestepEmbedding(pipe.unet.time_embedding)
-    pipe.vae.enable_slicing()
-    if torch_device.type == "cuda":
-        torch.backends.cudnn.benchmark = False  # the same kernels every time, for reproducibility
-    if compile_unet:
-        pipe.unet = torch.compile(pipe.unet)
-    img2img = AutoPipelineForImage2Image.from_pipe(pipe)
-    img2img.set_progress_bar_config(disable=True)
-    family = _family(pipe, name)
-    native = int(pipe.unet.config.sample_size) * int(pipe.vae_scale_factor)
-    info = ModelInfo(
-        name=name,
-        family=family,
-        native_side=native,
-        identity=identity,
-        device=str(torch_device),
-        dtype=str(torch_dtype).removeprefix("torch."),
-    )
-    log.info("Model %s (%s, %spx) on %s in %s.", name, family, native, info.device, info.dtype)
-    return LoadedModel(
-        info=info,
-        txt2img=pipe,
-        img2img=img2img,
-        scheduler_config=pipe.scheduler.config,
-        device=torch_device,
-        dtype=torch_dtype,
+    """Load ``name`` (``EASEL_MODEL``: a Hub id, folder, file or tiny model) as a one-entry
+    catalogue would (named by :func:`engine.catalogue.name_for_source`)."""
+    entry = load_catalogue(None, name).default
+    return load_entry(
+        entry,
+        data_dir=data_dir,
+        device=device,
+        dtype=dtype,
+        compile_unet=compile_unet,
+        cpu_threads=cpu_threads,
     )

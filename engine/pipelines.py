@@ -2,7 +2,8 @@
 
 Each image gets its own CPU ``torch.Generator`` seeded from its request, its prompt embedded on
 its own (cached), and — with the measures in :mod:`engine.loading` — the same bits whether it runs
-alone or batched with others.
+alone or batched with others (U-Net families; the transformer families SD3 and FLUX are
+reproducible for the same batch, but batching may change their last bits on a CPU).
 """
 
 from __future__ import annotations
@@ -11,15 +12,19 @@ import json
 from collections import OrderedDict
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass, field
 from typing import Any
 
 import diffusers
 import torch
 from PIL import Image
 
+from engine.adapters import Adapters
+from engine.catalogue import AdapterFolder
 from engine.loading import LoadedModel
-from engine.requests import GenerationRequest, Operation
+from engine.requests import GenerationRequest, NotAvailable, Operation
 from engine.samplers import make_scheduler
+from engine.weighting import CompelEncoder, Encoded, PipelineEncoder, make_encoder
 
 EMBED_CACHE_SIZE = 64
 
@@ -28,6 +33,29 @@ StepCallback = Callable[[int, int, torch.Tensor], None]
 
 class StepAborted(Exception):
     """Raised from the step callback to stop a pipeline call at a step boundary."""
+
+
+@dataclass
+class Prepared:
+    """A batch ready to run: request indices grouped by the shape of their embeddings (one
+    pipeline call per group), each request's embeddings, and what the adapters recorded."""
+
+    groups: list[list[int]]
+    encoded: list[Encoded]
+    loras: list[list[Any]]
+    embeddings: list[list[str]]
+    notes: list[str]
+
+
+@dataclass
+class RunOutput:
+    """What :meth:`Runner.run` returns: each request's images, embeddings (with their notes and
+    what the encoder dropped), the adapters' notes, and the batch's reproduction record."""
+
+    images: list[list[Image.Image]]
+    repro: dict[str, Any]
+    encoded: list[Encoded] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
 
 
 def _json_safe(config: Any) -> dict[str, Any]:
@@ -42,7 +70,7 @@ def _circular_padding(model: LoadedModel, enabled: bool) -> Iterator[None]:
         return
     convs = [
         m
-        for part in (model.txt2img.unet, model.txt2img.vae)
+        for part in (model.denoiser, model.txt2img.vae)
         for m in part.modules()
         if isinstance(m, torch.nn.Conv2d)
     ]
@@ -69,76 +97,116 @@ def _vae_tiling(model: LoadedModel, enabled: bool) -> Iterator[None]:
         model.txt2img.vae.disable_tiling()
 
 
-class Runner:
-    def __init__(self, model: LoadedModel) -> None:
-        self.model = model
-        self._embeddings: OrderedDict[tuple[str, str, bool], tuple[Any, ...]] = OrderedDict()
+def request_problem(request: GenerationRequest, model: LoadedModel) -> str | None:
+    """Why this model cannot run ``request`` (its family lacks the sampler or option)."""
+    family = model.family_info
+    problem = family.sampler_problem(request.sampler, model.info.name)
+    if problem is not None:
+        return problem
+    if request.tile and not family.tiling:
+        return (
+            f"--tile is not available for model '{model.info.name}' ({family.label}): "
+            "seamless tiling needs a convolutional (U-Net) model."
+        )
+    return None
 
-    def _embed(self, prompt: str, negative: str, cfg: bool) -> tuple[Any, ...]:
-        key = (prompt, negative, cfg)
+
+class Runner:
+    def __init__(self, model: LoadedModel, adapters: Adapters | None = None) -> None:
+        self.model = model
+        self.adapters = adapters or Adapters(
+            model, AdapterFolder(None, "lora"), AdapterFolder(None, "embedding")
+        )
+        self._encoder: CompelEncoder | PipelineEncoder | None = None
+        self._embeddings: OrderedDict[tuple[Any, ...], Encoded] = OrderedDict()
+
+    def _encode(self, request: GenerationRequest, cfg: bool, adapters_key: Any) -> Encoded:
+        # LoRAs may change the text encoders, and embeddings the tokens: both are in the key.
+        key = (request.prompt, request.negative, cfg, adapters_key)
         cached = self._embeddings.get(key)
         if cached is not None:
             self._embeddings.move_to_end(key)
             return cached
-        pipe = self.model.txt2img
+        if self._encoder is None:
+            self._encoder = make_encoder(self.model)
         with torch.inference_mode():
-            out = pipe.encode_prompt(
-                prompt=prompt,
-                device=self.model.device,
-                num_images_per_prompt=1,
-                do_classifier_free_guidance=cfg,
-                negative_prompt=negative or None,
-            )
-        self._embeddings[key] = tuple(out)
+            encoded = self._encoder.encode(request.prompt, request.negative, cfg)
+        self._embeddings[key] = encoded
         if len(self._embeddings) > EMBED_CACHE_SIZE:
             self._embeddings.popitem(last=False)
-        return self._embeddings[key]
+        return encoded
 
-    def run(
-        self, requests: list[GenerationRequest], on_step: StepCallback
-    ) -> tuple[list[list[Image.Image]], dict[str, Any]]:
+    def prepare(self, requests: list[GenerationRequest]) -> Prepared:
+        """Check the requests against the model's family; switch on the batch's LoRAs (its
+        requests share one set) and load the embeddings its prompts use; encode each prompt.
+        Raises NotAvailable / UnknownLora."""
+        for request in requests:
+            problem = request_problem(request, self.model)
+            if problem is not None:
+                raise NotAvailable(problem)
+        loras = self.adapters.apply(requests[0].loras)
+        texts = [t for r in requests for t in (r.prompt, r.negative)]
+        embeddings, notes = self.adapters.embeddings_in(texts)
+        adapters_key = (requests[0].loras, tuple(t for t, _ in embeddings))
+        cfg = requests[0].guidance > 1.0
+        encoded = [self._encode(r, cfg, adapters_key) for r in requests]
+        groups: dict[tuple[Any, ...], list[int]] = {}
+        for i, e in enumerate(encoded):
+            groups.setdefault(e.shape_key(), []).append(i)
+        return Prepared(list(groups.values()), encoded, loras, embeddings, notes)
+
+    def run(self, requests: list[GenerationRequest], on_step: StepCallback) -> RunOutput:
         """Run compatible ``requests`` as one call; return each request's images and the
-        reproduction record."""
+        reproduction record. Their embeddings must have one shape (one group of
+        :meth:`prepare`)."""
         first = requests[0]
         model = self.model
         cfg = first.guidance > 1.0  # diffusers skips the unconditional pass at guidance <= 1
-        items = [(r, i) for r in requests for i in range(r.count)]
+        prepared = self.prepare(requests)
+        if len(prepared.groups) > 1:
+            raise ValueError("requests whose embeddings differ in length cannot share a call")
+        items = [
+            (r, i, e)
+            for r, e in zip(requests, prepared.encoded, strict=True)
+            for i in range(r.count)
+        ]
         # A batch of one would run the convolutions with batch size 1, which picks different
         # CPU kernels than any larger batch: pad with a copy so results never depend on it.
         padded = len(items) == 1 and not cfg
         if padded:
             items = items * 2
 
-        embeds = [self._embed(r.prompt, r.negative, cfg) for r, _ in items]
         kwargs: dict[str, Any] = {
-            "prompt_embeds": torch.cat([e[0] for e in embeds]),
-            "num_inference_steps": first.steps,
-            "guidance_scale": first.guidance,
-            "generator": [torch.Generator("cpu").manual_seed(r.seeds[i]) for r, i in items],
-            "output_type": "pil",
+            name: torch.cat([e.tensors[name] for _, _, e in items]) for name in items[0][2].tensors
         }
-        if cfg:
-            kwargs["negative_prompt_embeds"] = torch.cat([e[1] for e in embeds])
-        if model.family == "sdxl":
-            kwargs["pooled_prompt_embeds"] = torch.cat([e[2] for e in embeds])
-            if cfg:
-                kwargs["negative_pooled_prompt_embeds"] = torch.cat([e[3] for e in embeds])
-
+        kwargs.update(
+            num_inference_steps=first.steps,
+            # For FLUX, guidance is an input of the guidance-distilled model (dev), not
+            # classifier-free guidance; schnell ignores it.
+            guidance_scale=first.guidance,
+            generator=[torch.Generator("cpu").manual_seed(r.seeds[i]) for r, i, _ in items],
+            output_type="pil",
+        )
         if first.operation is Operation.TXT2IMG:
             pipe = model.txt2img
-            kwargs.update(width=first.width, height=first.height)
         else:
             pipe = model.img2img
             size = (first.width, first.height)
-            kwargs["image"] = [_prepare(r.init_image(i), size) for r, i in items]
+            kwargs["image"] = [_prepare(r.init_image(i), size) for r, i, _ in items]
             kwargs["strength"] = first.strength
+        if first.operation is Operation.TXT2IMG or model.family == "flux":
+            # FLUX's image-to-image pipeline does not take the size from the image.
+            kwargs.update(width=first.width, height=first.height)
 
-        scheduler = make_scheduler(first.sampler, model.scheduler_config)
+        scheduler = make_scheduler(first.sampler, model.scheduler_config, model.family)
         pipe.scheduler = scheduler
 
         def callback(p: Any, step: int, timestep: Any, tensors: dict[str, Any]) -> dict[str, Any]:
             total = getattr(p, "num_timesteps", None) or first.steps
-            on_step(step + 1, int(total), tensors["latents"])
+            latents = tensors["latents"]
+            if model.family == "flux":  # packed 2×2 patches: back to (channels, h, w)
+                latents = p._unpack_latents(latents, first.height, first.width, p.vae_scale_factor)
+            on_step(step + 1, int(total), latents)
             return tensors
 
         kwargs["callback_on_step_end"] = callback
@@ -161,7 +229,10 @@ class Runner:
         repro = {
             "model": model.info.name,
             "model_identity": model.info.identity,
+            "model_source": model.info.source,
             "family": model.family,
+            "loras": prepared.loras,
+            "embeddings": prepared.embeddings,
             "scheduler": type(scheduler).__name__,
             "scheduler_config": _json_safe(scheduler.config),
             "dtype": model.info.dtype,
@@ -170,7 +241,7 @@ class Runner:
             "diffusers": diffusers.__version__,
             "vae_tiling": bool(big and first.operation is Operation.UPSCALE),
         }
-        return out, repro
+        return RunOutput(out, repro, prepared.encoded, prepared.notes)
 
 
 def _prepare(image: Image.Image, size: tuple[int, int]) -> Image.Image:

@@ -1,5 +1,10 @@
 """Sampler names of the prompt grammar → diffusers schedulers, built from the model's own
-scheduler configuration (so betas and prediction type stay the model's)."""
+scheduler configuration (so betas, prediction type and flow shift stay the model's).
+
+Noise-prediction families (SD 1.x, 2.x, XL) take the classic schedulers; flow-matching families
+(SD3, FLUX) take flow-matching ones. FLUX's pipeline passes its own sigmas and shift ``mu``,
+which only ``FlowMatchEulerDiscreteScheduler`` accepts.
+"""
 
 from __future__ import annotations
 
@@ -10,10 +15,14 @@ from diffusers import (
     DPMSolverMultistepScheduler,
     EulerAncestralDiscreteScheduler,
     EulerDiscreteScheduler,
+    FlowMatchEulerDiscreteScheduler,
+    FlowMatchHeunDiscreteScheduler,
     HeunDiscreteScheduler,
     LCMScheduler,
     UniPCMultistepScheduler,
 )
+
+from engine.families import FAMILIES
 
 SCHEDULERS: dict[str, tuple[type, dict[str, Any]]] = {
     "euler": (EulerDiscreteScheduler, {}),
@@ -28,12 +37,16 @@ SCHEDULERS: dict[str, tuple[type, dict[str, Any]]] = {
     "unipc": (UniPCMultistepScheduler, {}),
     "lcm": (LCMScheduler, {}),
 }
+FLOW_SCHEDULERS: dict[str, tuple[type, dict[str, Any]]] = {
+    "euler": (FlowMatchEulerDiscreteScheduler, {}),
+    "heun": (FlowMatchHeunDiscreteScheduler, {}),
+}
 
 
-def make_scheduler(name: str, base_config: Any) -> Any:
+def make_scheduler(name: str, base_config: Any, family: str = "sd1") -> Any:
     """A fresh scheduler (they keep per-call state, so never share one between calls)."""
-    try:
-        cls, overrides = SCHEDULERS[name]
-    except KeyError:
-        raise ValueError(f"unknown sampler {name!r}") from None
+    if name not in FAMILIES[family].samplers:
+        raise ValueError(f"sampler {name!r} is not available for family {family}")
+    table = FLOW_SCHEDULERS if family in ("sd3", "flux") else SCHEDULERS
+    cls, overrides = table[name]
     return cls.from_config(base_config, **overrides)

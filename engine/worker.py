@@ -1,8 +1,13 @@
 """The engine: one thread owns the pipeline (diffusers schedulers are not thread-safe).
 
-Requests enter a bounded fair queue; compatible ones run as one batched pipeline call; progress
-and previews go back to the asyncio loop with ``call_soon_threadsafe``; cancellation and stopping
-take effect at the next step boundary (``threading.Event``s, as InvokeAI's session processor).
+Requests enter a bounded fair queue; compatible ones (same model, LoRAs, size, steps …) run as
+one batched pipeline call; progress and previews go back to the asyncio loop with
+``call_soon_threadsafe``; cancellation and stopping take effect at the next step boundary
+(``threading.Event``s, as InvokeAI's session processor).
+
+The models come from a :class:`~engine.pool.ModelPool`: a batch's model is loaded when its turn
+comes, so turns stay round-robin across users whatever model each wants (a model switch costs
+time, never anyone's place in the queue).
 """
 
 from __future__ import annotations
@@ -16,14 +21,18 @@ import logging
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import torch
 from PIL import Image
 
+from engine.adapters import unknown_lora
+from engine.catalogue import AdapterEntry, Catalogue, ModelEntry
 from engine.fairqueue import FairQueue
-from engine.loading import LoadedModel
+from engine.families import FAMILIES
+from engine.loading import LoadedModel, ModelLoadError, is_out_of_memory
 from engine.pipelines import Runner, StepAborted
+from engine.pool import ModelPool
 from engine.preview import latents_to_preview
 from engine.requests import (
     EngineError,
@@ -32,8 +41,10 @@ from engine.requests import (
     GenerationError,
     GenerationRequest,
     GenerationResult,
+    InvalidRequest,
     JobCancelled,
     ModelInfo,
+    NotAvailable,
     Progress,
     QueuedJob,
 )
@@ -76,40 +87,75 @@ class JobHandle:
         return self._engine.cancel_ticket(self.ticket)
 
 
-def _is_out_of_memory(exc: BaseException) -> bool:
-    if isinstance(exc, torch.OutOfMemoryError):
-        return True
-    text = str(exc)
-    return isinstance(exc, RuntimeError) and (
-        "out of memory" in text.lower() or "can't allocate memory" in text
-    )
-
-
 class Engine:
     def __init__(
         self,
-        model: LoadedModel,
+        model: LoadedModel | ModelPool,
         *,
         queue_size: int = 100,
         max_per_owner: int = 3,
         batch_max_images: int = 8,
         preview_interval: float = 1.0,
     ) -> None:
-        self.model = model
+        """``model``: a model pool (a catalogue), or one loaded model (a catalogue of one)."""
+        self.pool = model if isinstance(model, ModelPool) else ModelPool.of(model)
         self.batch_max_images = batch_max_images
         self.preview_interval = preview_interval
-        self._runner = Runner(model)
         self._queue: FairQueue[_Job] = FairQueue(max_items=queue_size, max_per_owner=max_per_owner)
         self._cond = threading.Condition()
         self._running: list[_Job] = []
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._tickets = itertools.count(1)
-        self._health = EngineHealth(alive=False, model=model.info, queued=0, running=0)
+        self._health = EngineHealth(alive=False, model=self.pool.info(), queued=0, running=0)
 
     @property
     def info(self) -> ModelInfo:
-        return self.model.info
+        """The default model's ModelInfo (until it is loaded, without its identity)."""
+        return self.pool.info()
+
+    @property
+    def catalogue(self) -> Catalogue:
+        return self.pool.catalogue
+
+    # -- what there is (cheap: nothing is loaded; fine on the event loop) -------------------
+
+    def models(self) -> tuple[ModelEntry, ...]:
+        """The catalogue: name, family, description, defaults (steps, guidance, sampler,
+        native_side), nsfw_only, fast, few_step."""
+        return self.pool.catalogue.entries()
+
+    def model_info(self, name: str = "") -> ModelInfo:
+        """One model's ModelInfo. Raises UnknownModel."""
+        return self.pool.info(name)
+
+    def loras(self) -> tuple[AdapterEntry, ...]:
+        return self.pool.lora_entries()
+
+    def embeddings(self) -> tuple[AdapterEntry, ...]:
+        return self.pool.embedding_entries()
+
+    def check(self, request: GenerationRequest) -> GenerationRequest:
+        """``request`` with its model's catalogue name, or the InvalidRequest that it cannot
+        run here: an unknown model or LoRA, a sampler or option its family lacks."""
+        problem = request.problem()
+        if problem is not None:
+            raise GenerationError(problem)
+        entry = self.pool.entry(request.model)
+        for name, _ in request.loras:
+            if self.pool.loras.find(name) is None:
+                raise unknown_lora(name, self.pool.loras)
+        if entry.family is not None:
+            family = FAMILIES[entry.family]
+            problem = family.sampler_problem(request.sampler, entry.name)
+            if problem is None and request.tile and not family.tiling:
+                problem = (
+                    f"--tile is not available for model '{entry.name}' ({family.label}): "
+                    "seamless tiling needs a convolutional (U-Net) model."
+                )
+            if problem is not None:
+                raise NotAvailable(problem)
+        return replace(request, model=entry.name)
 
     # -- life cycle ----------------------------------------------------------------------------
 
@@ -147,9 +193,7 @@ class Engine:
         ``on_progress(Progress)`` is called on ``loop`` (thread-safely) when given, else on the
         engine thread.
         """
-        problem = request.problem()
-        if problem is not None:
-            raise GenerationError(problem)
+        request = self.check(request)
         job = _Job(next(self._tickets), request, concurrent.futures.Future(), on_progress, loop)
         with self._cond:
             if self._stop.is_set():  # checked under the lock that stop() takes, so no job
@@ -236,8 +280,13 @@ class Engine:
             error = EngineStopped("Easel stopped mid-job.") if self._stop.is_set() else None
             for job in batch:
                 _fail(job, error)
+        except InvalidRequest as exc:  # the model's family cannot run these jobs
+            self._fail_all(batch, exc)
+        except ModelLoadError as exc:
+            log.error("%s", exc)
+            self._fail_all(batch, GenerationError(str(exc)))
         except Exception as exc:
-            if _is_out_of_memory(exc):
+            if is_out_of_memory(exc):
                 self._health.out_of_memory += 1
                 _free_memory()
                 if len(batch) > 1:
@@ -254,15 +303,41 @@ class Engine:
             else:
                 log.exception("Generation failed")
                 error = GenerationError(f"Generation failed: {_short(exc)}")
-            self._health.jobs_failed += len(batch)
-            self._health.last_error = str(error)
-            for job in batch:
-                _fail(job, error)
+            self._fail_all(batch, error)
+
+    def _fail_all(self, batch: list[_Job], error: GenerationError) -> None:
+        self._health.jobs_failed += len(batch)
+        self._health.last_error = str(error)
+        for job in batch:
+            _fail(job, error)
 
     def _generate(self, batch: list[_Job]) -> None:
-        live = [job for job in batch if not job.cancelled.is_set()]
+        # Settled jobs are skipped: after an out-of-memory split, a batch's earlier groups are.
+        live = [job for job in batch if not job.cancelled.is_set() and not job.future.done()]
         if not live:
             return
+        entry, model, runner = self.pool.acquire(live[0].request.model)
+        self._health.model = self.pool.info()
+        # The entry's own LoRAs (an LCM-LoRA entry) first; the job's own weight wins.
+        mine = {n.casefold() for n, _ in live[0].request.loras}
+        loras = tuple((n, w) for n, w in entry.loras if n.casefold() not in mine)
+        loras += live[0].request.loras
+        requests = [replace(j.request, loras=loras) for j in live]
+        prepared = runner.prepare(requests)
+        for group in prepared.groups:
+            jobs = [live[i] for i in group]
+            if len(prepared.groups) > 1 and all(j.cancelled.is_set() for j in jobs):
+                continue
+            self._generate_group(entry, model, runner, jobs, [requests[i] for i in group])
+
+    def _generate_group(
+        self,
+        entry: ModelEntry,
+        model: LoadedModel,
+        runner: Runner,
+        live: list[_Job],
+        requests: list[GenerationRequest],
+    ) -> None:
         started = time.perf_counter()
         last_preview = [started]
         offsets = list(itertools.accumulate((j.request.count for j in live), initial=0))
@@ -283,19 +358,29 @@ class Engine:
                     continue
                 preview = None
                 if want_preview and job.request.previews:
-                    preview = latents_to_preview(latents[offset], self.model.family)
+                    preview = latents_to_preview(latents[offset], model.family)
                 _notify(job, step, total, preview)
 
         for job in live:  # step 0: the job has started
             if job.on_progress is not None:
                 _notify(job, 0, job.request.denoising_steps(), None)
-        images, repro = self._runner.run([j.request for j in live], on_step)
+        output = runner.run(requests, on_step)
         seconds = time.perf_counter() - started
         batch_images = sum(j.request.count for j in live)
-        for job, job_images in zip(live, images, strict=True):
+        repro = {**output.repro, "model": entry.name}
+        for job, job_images, encoded in zip(live, output.images, output.encoded, strict=True):
             if job.cancelled.is_set() or job.future.done():
                 continue
-            _settle(job, GenerationResult(tuple(job_images), repro, seconds, batch_images))
+            result = GenerationResult(
+                tuple(job_images),
+                repro,
+                seconds,
+                batch_images,
+                dropped_tokens=encoded.dropped_tokens,
+                dropped_text=encoded.dropped_text,
+                notes=(*encoded.notes, *output.notes),
+            )
+            _settle(job, result)
             self._health.jobs_done += 1
 
 

@@ -1,0 +1,131 @@
+"""The model families Easel runs, and what differs between them. No torch here: the catalogue
+and the bot read it cheaply.
+
+A family fixes the denoiser (U-Net or transformer), the latent space (channels, packing), the
+text encoders, and so which samplers, prompt features and options work. Defaults are each
+family's published recommendations (the model cards and diffusers' pipeline defaults).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+# Sampler names of the prompt grammar. Noise-prediction (DDPM-trained) families take any of the
+# classic schedulers; flow-matching families (SD3, FLUX) need flow-matching schedulers.
+CLASSIC_SAMPLERS = (
+    "euler",
+    "euler_a",
+    "heun",
+    "dpmpp_2m",
+    "dpmpp_2m_karras",
+    "ddim",
+    "unipc",
+    "lcm",
+)
+
+
+@dataclass(frozen=True)
+class Family:
+    name: str
+    label: str
+    native_side: int  # pixels per side it was trained at
+    steps: int
+    guidance: float
+    sampler: str
+    samplers: tuple[str, ...]
+    latent_channels: int
+    # Prompt weighting and >77-token prompts through compel (CLIP-only text conditioning).
+    weighting: bool
+    embeddings: bool  # textual-inversion embeddings load into its CLIP encoders
+    tiling: bool  # seamless tiling by circular convolution padding (a convolutional denoiser)
+    negative: bool = True  # the pipeline takes a negative prompt with classifier-free guidance
+
+    def sampler_problem(self, sampler: str, model: str) -> str | None:
+        if sampler in self.samplers:
+            return None
+        return (
+            f"Model '{model}' ({self.label}) runs with the sampler"
+            f"{'s' if len(self.samplers) > 1 else ''} {', '.join(self.samplers)}; "
+            f"--sampler {sampler} is not available for it."
+        )
+
+
+FAMILIES: dict[str, Family] = {
+    # SD 1.5 model card: 512×512; diffusers' StableDiffusionPipeline: 50 steps, guidance 7.5
+    # (25 steps of Euler ancestral are the community's usual trade).
+    "sd1": Family(
+        "sd1",
+        "Stable Diffusion 1.x",
+        512,
+        25,
+        7.0,
+        "euler_a",
+        CLASSIC_SAMPLERS,
+        4,
+        weighting=True,
+        embeddings=True,
+        tiling=True,
+    ),
+    # SD 2.1 (768-v) model card: 768×768.
+    "sd2": Family(
+        "sd2",
+        "Stable Diffusion 2.x",
+        768,
+        25,
+        7.0,
+        "euler_a",
+        CLASSIC_SAMPLERS,
+        4,
+        weighting=True,
+        embeddings=True,
+        tiling=True,
+    ),
+    # SDXL base model card: 1024×1024; diffusers' default guidance 5.0.
+    "sdxl": Family(
+        "sdxl",
+        "Stable Diffusion XL",
+        1024,
+        30,
+        6.0,
+        "euler_a",
+        CLASSIC_SAMPLERS,
+        4,
+        weighting=True,
+        embeddings=True,
+        tiling=True,
+    ),
+    # SD3 medium model card: 1024×1024, 28 steps, guidance 7.0, FlowMatchEulerDiscreteScheduler.
+    "sd3": Family(
+        "sd3",
+        "Stable Diffusion 3",
+        1024,
+        28,
+        7.0,
+        "euler",
+        ("euler", "heun"),
+        16,
+        weighting=False,
+        embeddings=False,
+        tiling=False,
+    ),
+    # FLUX.1 model cards: schnell 4 steps without guidance, dev 28-50 steps at (distilled)
+    # guidance 3.5. Neither takes a negative prompt in its standard pipeline call.
+    "flux": Family(
+        "flux",
+        "FLUX.1",
+        1024,
+        4,
+        0.0,
+        "euler",
+        ("euler",),
+        16,
+        weighting=False,
+        embeddings=False,
+        tiling=False,
+        negative=False,
+    ),
+}
+
+
+def family(name: str) -> Family:
+    return FAMILIES[name]

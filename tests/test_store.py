@@ -150,6 +150,8 @@ async def test_users_are_created_once_and_keep_their_settings(store):
     settings = UserSettings(aspect="16:9", presets={"wide": "--ar 21:9"}, remix_mode=True)
     await store.save_user_settings(a.id, settings)
     assert (await store.get_user(a.id)).settings == settings
+    await store.get_or_create_user("discord:3", "cy")  # default settings: not listed
+    assert await store.all_user_settings() == {"discord:1": settings}
     assert (await store.find_user("discord:1")).discord_id == 1
     assert await store.find_user("discord:2") is None
     with pytest.raises(NotFound):
@@ -176,7 +178,7 @@ async def test_guild_settings_round_trip(store):
     assert await store.get_guild_settings(5) == gs
 
 
-async def test_job_lifecycle_records_images_and_charges_only_delivered(store):
+async def test_job_lifecycle_records_images_and_charges_what_the_core_decides(store):
     u = await store.get_or_create_user("local:c", "c")
     job = await new_job(store, u, guild_id=10, channel_id=11)
     assert job.state is JobState.QUEUED and job.spec == spec()
@@ -184,13 +186,15 @@ async def test_job_lifecycle_records_images_and_charges_only_delivered(store):
     running = await store.mark_running(job.id)
     assert running.state is JobState.RUNNING and running.attempts == 1 and running.started_at
     done = await store.finish_job(
-        job.id, JobState.DONE, repro={"torch": "x"}, images=images(4, withheld={3})
+        job.id, JobState.DONE, repro={"torch": "x"}, images=images(4, withheld={3}), charged=3
     )
     assert done.state is JobState.DONE and done.charged_images == 3 and done.repro == {"torch": "x"}
     assert [i.index for i in await store.get_images(job.id)] == [0, 1, 2, 3]
     assert (await store.get_image(job.id, 1)).seed == 8
+    assert (await store.get_image(job.id, 3)).withheld
     midnight = datetime.now(UTC).replace(hour=0, minute=0, second=0, microsecond=0)
     assert await store.images_charged_since(u.id, midnight) == 3
+    assert await store.images_charged_since(u.id, datetime.now(UTC) + timedelta(seconds=1)) == 0
     assert await store.pending(u.id) == (0, 0)
 
     failed = await new_job(store, u)
@@ -201,6 +205,51 @@ async def test_job_lifecycle_records_images_and_charges_only_delivered(store):
         await store.get_image(job.id, 7)
 
 
+async def test_a_finished_job_is_never_finished_again(store):
+    """A cancel that wins the race: the late result writes nothing and charges nothing."""
+    u = await store.get_or_create_user("local:c2", "c2")
+    job = await new_job(store, u)
+    await store.mark_running(job.id)
+    await store.finish_job(job.id, JobState.CANCELLED)
+    late = await store.finish_job(job.id, JobState.DONE, images=images(4), charged=4)
+    assert late.state is JobState.CANCELLED and late.charged_images == 0
+    assert await store.get_images(job.id) == []
+    assert await store.images_charged_since(u.id, datetime.now(UTC) - timedelta(days=1)) == 0
+    assert (await store.mark_running(job.id)).state is JobState.CANCELLED
+
+
+async def test_provenance_and_parameters_are_kept_with_the_job(store):
+    u = await store.get_or_create_user("local:p", "p")
+    job, _ = await store.create_job(
+        NewJob(
+            user_id=u.id,
+            kind=JobKind.IMG2IMG,
+            spec=spec(),
+            model="tiny",
+            from_photo=True,
+            age_restricted=True,
+            private=True,
+            runner="bot:host:1:2",
+            params={"zoom": 1.5, "loras": ["ink"]},
+        )
+    )
+    again = await store.get_job(job.id)
+    assert (again.from_photo, again.age_restricted, again.private) == (True, True, True)
+    assert again.params == {"zoom": 1.5, "loras": ["ink"]} and again.runner == "bot:host:1:2"
+    assert (await store.set_runner(job.id, "cli:host:3:4")).runner == "cli:host:3:4"
+    assert (await store.set_delivery_error(job.id, "Missing Access")).delivery_error == (
+        "Missing Access"
+    )
+    assert (await store.set_delivery_error(job.id, None)).delivery_error is None
+    await store.mark_running(job.id)
+    requeued = await store.requeue(job.id, runner="bot:host:5:6")
+    assert (requeued.state, requeued.started_at, requeued.runner) == (
+        JobState.QUEUED,
+        None,
+        "bot:host:5:6",
+    )
+
+
 async def test_request_key_makes_a_double_click_one_job(store):
     u = await store.get_or_create_user("local:d", "d")
     new = NewJob(user_id=u.id, kind=JobKind.VARIATION, spec=spec(), model="tiny", request_key="k1")
@@ -209,6 +258,29 @@ async def test_request_key_makes_a_double_click_one_job(store):
     assert created1 and not created2 and first.id == second.id
     assert await store.count_jobs(user_id=u.id) == 1
     assert (await store.find_job_by_request_key("k1")).id == first.id
+
+
+async def test_presses_of_one_button_are_counted_and_the_latest_found(store):
+    u = await store.get_or_create_user("local:r", "r")
+    assert await store.latest_request("btn:7") == (None, 0)
+    made = []
+    for i in range(3):
+        job, _ = await store.create_job(
+            NewJob(
+                user_id=u.id,
+                kind=JobKind.REROLL,
+                spec=spec(),
+                model="tiny",
+                request_key=f"btn:7#{i}",
+            )
+        )
+        made.append(job.id)
+    await store.create_job(
+        NewJob(user_id=u.id, kind=JobKind.REROLL, spec=spec(), model="tiny", request_key="btn:70#0")
+    )
+    latest, presses = await store.latest_request("btn:7")
+    assert (latest.id, presses) == (made[-1], 3)
+    assert await store.latest_request("btn:_") == (None, 0)  # LIKE wildcards are literal
 
 
 async def test_simultaneous_first_commands_make_one_user(store):
@@ -256,6 +328,23 @@ async def test_unfinished_jobs_and_requeue(store):
     assert (await store.get_job(a.id)).message_id == 4
 
 
+async def test_every_message_of_a_job_is_recorded_once(store):
+    u = await store.get_or_create_user("local:m", "m")
+    job = await new_job(store, u)
+    await store.set_message(job.id, channel_id=3, message_id=40)
+    await store.add_message(job.id, channel_id=3, message_id=41)  # a U copy
+    await store.add_message(job.id, channel_id=3, message_id=41)  # recorded once
+    await store.add_message(job.id, channel_id=5, message_id=50_000_000_000_000_000)  # snowflake
+    assert await store.job_messages(job.id) == [(3, 40), (3, 41), (5, 50_000_000_000_000_000)]
+    assert await store.job_of_message(41) == job.id
+    await store.remove_message(41)
+    assert await store.job_of_message(41) is None
+    assert await store.job_messages(job.id) == [(3, 40), (5, 50_000_000_000_000_000)]
+    # A message for a job deleted meanwhile is dropped, not an error.
+    await store.add_message(10_000, channel_id=3, message_id=42)
+    assert await store.job_of_message(42) is None
+
+
 async def test_purge_keeps_files_other_jobs_share(store):
     u = await store.get_or_create_user("local:g", "g")
     a, b = await new_job(store, u), await new_job(store, u)
@@ -281,12 +370,47 @@ async def test_forget_user_removes_their_rows(store):
     other = await store.get_or_create_user("local:i", "i")
     job = await new_job(store, u)
     await store.finish_job(job.id, JobState.DONE, images=images(1))
+    await store.set_message(job.id, channel_id=1, message_id=2)
     keep = await new_job(store, other)
     assert await store.forget_user(u.id) == ["images/x/0.png"]
     with pytest.raises(NotFound):
         await store.get_job(job.id)
     assert await store.get_images(job.id) == []
+    assert await store.job_of_message(2) is None
     assert (await store.get_job(keep.id)).user_id == other.id
+    with pytest.raises(NotFound):
+        await store.forget_user(999)
+
+
+async def test_forgetting_keeps_what_enforcement_needs(store):
+    u = await store.get_or_create_user("discord:5", "eve")
+    await store.save_user_settings(u.id, UserSettings(aspect="16:9"))
+    await store.set_ban(u.id, banned=True, reason="spam", until=None)
+    await store.set_member_quota(9, u.id, 3)
+    job = await new_job(store, u, guild_id=9)
+    await store.finish_job(job.id, JobState.DONE, images=images(4), charged=4)
+    await store.add_audit(
+        actor="discord:5", action="refuse", detail={"category": "nsfw", "prompt": "x"}
+    )
+    await store.forget_user(u.id)
+    kept = await store.get_user(u.id)
+    assert (kept.key, kept.name, kept.settings) == ("discord:5", "", UserSettings())
+    assert kept.banned and kept.ban_reason == "spam"
+    assert (await store.get_member(9, u.id)).daily_quota == 3
+    # /forget-me does not give the day's images back.
+    since = datetime.now(UTC) - timedelta(hours=1)
+    assert await store.images_charged_since(u.id, since) == 4
+    assert (await store.list_audit(action="refuse"))[0].detail == {"category": "nsfw"}
+
+
+async def test_ids_are_never_reused(store):
+    """An old button naming a deleted job must never reach someone else's."""
+    u = await store.get_or_create_user("local:n", "n")
+    other = await store.get_or_create_user("local:o", "o")
+    newest = await new_job(store, u)
+    await store.forget_user(u.id)
+    after = await new_job(store, other)
+    assert after.id > newest.id
 
 
 async def test_blocklist_entries_per_guild_and_global(store):
@@ -317,7 +441,7 @@ async def test_job_stats(store):
     u = await store.get_or_create_user("local:j", "j")
     job = await new_job(store, u, guild_id=4)
     await store.mark_running(job.id)
-    await store.finish_job(job.id, JobState.DONE, images=images(4))
+    await store.finish_job(job.id, JobState.DONE, images=images(4), charged=4)
     stats = await store.job_stats(datetime.now(UTC) - timedelta(days=1), guild_id=4)
     assert stats["jobs"] == 1 and stats["images"] == 4 and len(stats["durations"]) == 1
 

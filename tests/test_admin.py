@@ -100,7 +100,7 @@ async def test_queue_cancel_purge_and_stats(service, store, files):
     done = await service.finish(await service.imagine(ANN, "a fox --seed 1"))
     paths = [files.path(i.path) for i in done.images]
     assert all(p.exists() for p in paths)
-    purged = await admin.purge(MOD, done.job.id, reason="rule 3")
+    purged, _messages = await admin.purge(MOD, done.job.id, reason="rule 3")
     assert all(not p.exists() for p in paths)
     assert all(i.deleted for i in await store.get_images(purged.id))
     stats = await admin.stats(MOD)

@@ -45,7 +45,9 @@ async def test_u_then_upscale_then_variations(h):
         assert image_of(single).size == (64, 64) and "Image #2" in single["content"]
         assert "Seed: 4" in image_of(single).text["parameters"]  # the stored file, as made
         assert custom_ids(single) == [f"easel:{a}:{job}:1" for a in ("up", "vs", "vS", "rx")] + [
-            f"easel:r:{job}"
+            f"easel:r:{job}",
+            f"easel:dm:{job}:1",
+            f"easel:x:{job}",
         ]
 
         pressed = await h.fake.click(single, f"easel:up:{job}:1")
@@ -76,7 +78,11 @@ async def test_remix_through_the_modal(h):
         await opened.wait_for_response(WAIT)
         assert opened.response_type == 9  # a modal
         modal = opened.response_data
-        assert modal["custom_id"] == f"easel:remix:{job}:0"
+        assert modal_field(modal) and "a castle" in str(modal)  # the prompt, ready to edit
+        # Another member remixing the same image gets a modal of their own.
+        other = await h.fake.click(single, f"easel:rx:{job}:0", user=h.fake.other_user_id)
+        await other.wait_for_response(WAIT)
+        assert other.response_data["custom_id"] != modal["custom_id"]
         submitted = await h.fake.submit_modal(
             modal["custom_id"], {modal_field(modal): "a castle in the snow --no people"}
         )
@@ -134,7 +140,7 @@ async def test_a_double_click_makes_one_job(h):
     assert await h.store.count_jobs() == before + 1
 
 
-async def test_a_late_result_goes_to_the_channel(h):
+async def test_a_late_result_edits_the_message_already_posted(h):
     service = h.service(start=False)
     async with h.bot(service):
         interaction = await h.fake.slash("imagine", {"prompt": "a castle --seed 3"})
@@ -143,16 +149,13 @@ async def test_a_late_result_goes_to_the_channel(h):
             timeout=WAIT,
         )
         h.fake.expire_token(interaction.token)  # 15 minutes pass while the job waits
+        posts_before = len(h.fake.requests_to("POST", r"/channels/\d+/messages"))
         service.engine.start()
-        posted = await h.fake.wait_for_message(
-            lambda m: (
-                m["components"]
-                and m.get("interaction_token") is None
-                and m["channel_id"] == h.fake.channel_id
-            ),
-            timeout=WAIT,
-        )
-    assert image_of(posted).size == (128, 128) and "a castle" in posted["content"]
+        done = await h.done(interaction)  # the same message, now with the grid
+        edits = h.fake.requests_to("PATCH", rf"/channels/\d+/messages/{interaction.original_id}")
+        posts = h.fake.requests_to("POST", r"/channels/\d+/messages")
+    assert image_of(done).size == (128, 128) and "a castle" in done["content"]
+    assert edits and len(posts) == posts_before  # the bot's token edited it; no second post
 
 
 async def test_a_rate_limit_from_discord_is_survived(h):
@@ -340,7 +343,8 @@ async def test_show_keeps_other_peoples_jobs_where_they_were_made(h):
         assert (await h.done(mine))["components"]  # the owner may bring it anywhere
         settings = await h.fake.slash("settings set", {"private": True})
         await settings.wait_for_followup(timeout=WAIT)
-        private = await h.fake.slash("show", {"job": job}, user=h.fake.other_user_id)
+        _, secret = await h.imagine("a secret castle --seed 4")  # made while private is on
+        private = await h.fake.slash("show", {"job": job_id_of(secret)}, user=h.fake.other_user_id)
         await h.fake.wait_for_message(
             lambda m: m["id"] == private.original_id and "❌" in m["content"], timeout=WAIT
         )

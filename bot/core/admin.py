@@ -169,7 +169,7 @@ class Admin:
         guild = await self._check(actor)
         if back_to_default:
             daily_images = None
-        elif daily_images is None:
+        elif daily_images is None and not reset_usage:
             raise InvalidInput("Give the number of images a day, or go back to the default.")
         if daily_images is not None and not 0 <= daily_images <= 100_000:
             raise InvalidInput("A daily quota goes from 0 to 100000 images.")

@@ -391,8 +391,11 @@ class Store:
     async def latest_request(self, base: str) -> tuple[Job | None, int]:
         """The latest job made by presses of one button (request keys ``base#0``, ``base#1``
         ...), and how many there were."""
-        pattern = f"{_like_escape(base)}#%"
-        query = select(JobRow).where(JobRow.request_key.like(pattern, escape="\\"))
+        # A range, not LIKE: LIKE ignores case in SQLite, and "vs" (subtle) and "vS" (strong)
+        # are different buttons. Keys of this base sort between "base#" and "base$".
+        query = select(JobRow).where(
+            JobRow.request_key >= f"{base}#", JobRow.request_key < f"{base}$"
+        )
         async with self._sessions() as s:
             rows = list(await s.scalars(query.order_by(JobRow.id.desc())))
             return (_job(rows[0]) if rows else None), len(rows)

@@ -61,6 +61,7 @@ class PostgresCluster:
         self.run_as = run_as
         self.data = root / "data"
         self._names = itertools.count(1)
+        self._migrated: str | None = None
 
     @classmethod
     def start(cls) -> PostgresCluster:
@@ -137,13 +138,28 @@ class PostgresCluster:
         finally:
             await conn.close()
 
-    async def create_database(self) -> str:
-        """A new, empty database; its URL."""
+    async def create_database(self, *, migrated: bool = False) -> str:
+        """A new database, empty or with Easel's migrations applied; its URL."""
+        template = await self._migrated_template() if migrated else "template1"
         name = f"easel_test_{next(self._names)}"
         # FILE_COPY: with fsync off, copying the template's files beats WAL-logging each block
         # (the default since PostgreSQL 15); about 60 ms instead of 85 ms here.
-        await self._admin(f"CREATE DATABASE {name} STRATEGY FILE_COPY")
+        await self._admin(f"CREATE DATABASE {name} TEMPLATE {template} STRATEGY FILE_COPY")
         return self.url(name)
+
+    async def _migrated_template(self) -> str:
+        """A database migrated to head once per session: copying it is cheaper than migrating
+        each test's database (the migrations themselves are tested from empty)."""
+        if self._migrated is None:
+            from bot.store.db import make_engine, upgrade
+
+            name = "easel_migrated"
+            await self._admin(f"CREATE DATABASE {name}")
+            engine = make_engine(self.url(name))
+            await upgrade(engine)
+            await engine.dispose()  # a template must have no connections when copied
+            self._migrated = name
+        return self._migrated
 
     async def drop_database(self, url: str) -> None:
         from sqlalchemy.engine import make_url

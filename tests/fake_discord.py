@@ -38,6 +38,30 @@ Protocol notes that shaped this module (discord.py 2.7 sources in site-packages/
   `InteractionCallbackResponse`) and uses `response_message_id` to bind views to the message.
 * The first follow-up after a deferred (type 5) response resolves the "thinking" message instead
   of creating a new one, and keeps its ephemeral flag (discord-api-docs #2742, #3466, #7091).
+
+What the fake enforces as Discord does (each rule cites its docs page where it is implemented;
+"docs:" below means https://discord.com/developers/docs/):
+
+1. Response deadline: a callback more than `response_deadline` (3 s) after the interaction was
+   sent fails with 404 / 10062 and is recorded in `late_responses` (Interaction.response_delay).
+2. Ephemeral messages: a type 5 defer decides the visibility of the "thinking" message and of the
+   follow-up that resolves it; they are reachable only through the interaction's webhook
+   endpoints (channel endpoints answer 404 / 10008). `is_ephemeral()`, `ephemeral_for()`,
+   `messages(visible_to=...)`.
+3. Bot permissions per channel (`set_bot_permissions()`, `bot_permissions()`): 403 / 50001 without
+   VIEW_CHANNEL, 403 / 50013 without SEND_MESSAGES (SEND_MESSAGES_IN_THREADS in threads),
+   ATTACH_FILES, EMBED_LINKS, READ_MESSAGE_HISTORY; DMs to a user who does not accept them
+   (`set_accepts_dms()`) fail with 403 / 50007. Interaction responses and follow-ups need none.
+4. Commands: global and guild commands are kept side by side (`visible_commands()`,
+   `duplicate_commands()`); `contexts`, `integration_types` and `dm_permission` are enforced.
+5. Upload limit per guild (`set_upload_limit()`, boost tiers), sent as the interaction's
+   `attachment_size_limit`; larger files fail with 413 / 40005.
+6. Deleted messages (`delete_message()`) answer 404 / 10008 by bot token and by webhook token;
+   an expired token (`expire_token()`) answers 401 / 50027.
+7. Message `flags` are stored as sent (only the flags each endpoint accepts).
+8. Threads and forum posts (`set_channel(parent_id=...)`) reach discord.py as `discord.Thread`.
+9. `allowed_mentions` of every create and edit is recorded per message version (`pings()`,
+   `could_ping()`, `messages_that_could_ping()`).
 """
 
 from __future__ import annotations
@@ -111,10 +135,26 @@ CALLBACK_UPDATE_MESSAGE = 7
 CALLBACK_AUTOCOMPLETE_RESULT = 8
 CALLBACK_MODAL = 9
 
-# Message flags.
+# Message flags (docs: resources/message "Message Flags").
+FLAG_CROSSPOSTED = 1 << 0
 FLAG_SUPPRESS_EMBEDS = 1 << 2
 FLAG_EPHEMERAL = 1 << 6
 FLAG_LOADING = 1 << 7
+FLAG_SUPPRESS_NOTIFICATIONS = 1 << 12
+FLAG_IS_VOICE_MESSAGE = 1 << 13
+FLAG_IS_COMPONENTS_V2 = 1 << 15
+# The flags a request may set; others are dropped. Create Message: "only SUPPRESS_EMBEDS,
+# SUPPRESS_NOTIFICATIONS, IS_VOICE_MESSAGE, and IS_COMPONENTS_V2 can be set"; interaction
+# responses and follow-ups add EPHEMERAL (docs: resources/message "Create Message",
+# interactions/receiving-and-responding "Messages"); an edit may toggle SUPPRESS_EMBEDS and only
+# set IS_COMPONENTS_V2 (docs: resources/message "Edit Message").
+CREATE_FLAGS = (
+    FLAG_SUPPRESS_EMBEDS
+    | FLAG_SUPPRESS_NOTIFICATIONS
+    | FLAG_IS_VOICE_MESSAGE
+    | FLAG_IS_COMPONENTS_V2
+)
+INTERACTION_FLAGS = CREATE_FLAGS | FLAG_EPHEMERAL
 
 # Message types.
 MESSAGE_DEFAULT = 0
@@ -124,6 +164,15 @@ MESSAGE_CHAT_INPUT_COMMAND = 20
 # Channel types.
 CHANNEL_GUILD_TEXT = 0
 CHANNEL_DM = 1
+CHANNEL_PUBLIC_THREAD = 11
+CHANNEL_GUILD_FORUM = 15
+
+# Interaction context types and application integration (installation) types
+# (docs: interactions/receiving-and-responding "Interaction Context Types",
+# resources/application "Application Integration Types").
+CONTEXT_GUILD = 0
+CONTEXT_BOT_DM = 1
+INSTALL_GUILD = 0
 
 # Permission bits (https://discord.com/developers/docs/topics/permissions).
 PERM_ADMINISTRATOR = 1 << 3
@@ -135,9 +184,13 @@ PERM_MANAGE_MESSAGES = 1 << 13
 PERM_EMBED_LINKS = 1 << 14
 PERM_ATTACH_FILES = 1 << 15
 PERM_READ_MESSAGE_HISTORY = 1 << 16
+PERM_MENTION_EVERYONE = 1 << 17
 PERM_USE_EXTERNAL_EMOJIS = 1 << 18
 PERM_USE_APPLICATION_COMMANDS = 1 << 31
+PERM_CREATE_PUBLIC_THREADS = 1 << 35
+PERM_SEND_MESSAGES_IN_THREADS = 1 << 38
 PERM_ALL = (1 << 53) - 1
+# A new server's @everyone role: it may also mention @everyone and talk in threads.
 EVERYONE_PERMISSIONS = (
     PERM_ADD_REACTIONS
     | PERM_VIEW_CHANNEL
@@ -145,9 +198,22 @@ EVERYONE_PERMISSIONS = (
     | PERM_EMBED_LINKS
     | PERM_ATTACH_FILES
     | PERM_READ_MESSAGE_HISTORY
+    | PERM_MENTION_EVERYONE
     | PERM_USE_EXTERNAL_EMOJIS
     | PERM_USE_APPLICATION_COMMANDS
+    | PERM_CREATE_PUBLIC_THREADS
+    | PERM_SEND_MESSAGES_IN_THREADS
 )
+# What the tests can grant or deny the bot per channel, by discord.py's Permissions names.
+BOT_CHANNEL_PERMISSIONS = {
+    "view_channel": PERM_VIEW_CHANNEL,
+    "send_messages": PERM_SEND_MESSAGES,
+    "send_messages_in_threads": PERM_SEND_MESSAGES_IN_THREADS,
+    "embed_links": PERM_EMBED_LINKS,
+    "attach_files": PERM_ATTACH_FILES,
+    "read_message_history": PERM_READ_MESSAGE_HISTORY,
+    "mention_everyone": PERM_MENTION_EVERYONE,
+}
 ADMIN_PERMISSIONS = PERM_MANAGE_GUILD | PERM_MANAGE_MESSAGES
 
 # Application command option types.
@@ -163,6 +229,10 @@ OPT_MENTIONABLE = 9
 OPT_NUMBER = 10
 OPT_ATTACHMENT = 11
 
+# User, role and @everyone/@here mentions in message text (docs: reference "Message Formatting").
+MENTION_PATTERN = re.compile(r"<@(?P<kind>[!&]?)(?P<id>\d+)>|@(?P<everyone>everyone|here)")
+COMPONENT_TEXT_DISPLAY = 10
+
 # Component types whose submitted state is a list of `values`, and how each value resolves:
 # string select, user/role/mentionable/channel selects, file upload, checkbox group.
 VALUE_KINDS = {
@@ -175,9 +245,18 @@ VALUE_KINDS = {
     22: OPT_STRING,
 }
 
-ATTACHMENT_SIZE_LIMIT = 10 * 1024 * 1024
+MIB = 1024 * 1024
+# "The default limit is 10 MiB for all users, but may be higher ... by the server's Boost Tier"
+# (docs: reference "Uploading Files"); the per-tier sizes are discord.py's
+# Guild._PREMIUM_GUILD_LIMITS (guild.py), which follow Discord's Server Boosting FAQ.
+ATTACHMENT_SIZE_LIMIT = 10 * MIB
+UPLOAD_LIMIT_BY_PREMIUM_TIER = {0: 10 * MIB, 1: 10 * MIB, 2: 50 * MIB, 3: 100 * MIB}
 MAX_CONTENT_LENGTH = 2000
 DEFAULT_TOKEN = "fake-bot-token"
+# "You must send an initial response within 3 seconds of receiving the event. If the 3 second
+# deadline is exceeded, the token will be invalidated." (docs: interactions/receiving-and-
+# responding "Responding to an Interaction").
+RESPONSE_DEADLINE = 3.0
 
 
 def _now_iso() -> str:
@@ -268,6 +347,7 @@ class FakeUser:
     username: str
     global_name: str | None = None
     bot: bool = False
+    accepts_dms: bool = True  # False: DMs from the bot fail with 50007 (see set_accepts_dms)
 
     def payload(self) -> dict[str, Any]:
         data: dict[str, Any] = {
@@ -329,6 +409,16 @@ class FakeChannel:
     topic: str | None = None
     position: int = 0
     recipient_id: str | None = None  # DM channels only
+    parent_id: str | None = None  # threads and forum posts: the channel they live in
+    owner_id: str | None = None  # threads: who started it
+    created_at: str = field(default_factory=_now_iso)
+    # The bot's member overwrite on this channel (threads have none: they use their parent's).
+    bot_allow: int = 0
+    bot_deny: int = 0
+
+    @property
+    def is_thread(self) -> bool:
+        return self.type == CHANNEL_PUBLIC_THREAD
 
     def payload(self, fake: FakeDiscord) -> dict[str, Any]:
         if self.type == CHANNEL_DM:
@@ -340,7 +430,41 @@ class FakeChannel:
                 "recipients": [recipient.payload()],
                 "flags": 0,
             }
-        return {
+        if self.is_thread:
+            # docs: resources/channel "Example Thread Channel".
+            count = len(fake.messages(self.id))
+            return {
+                "id": self.id,
+                "type": self.type,
+                "guild_id": self.guild_id,
+                "parent_id": self.parent_id,
+                "owner_id": self.owner_id,
+                "name": self.name,
+                "last_message_id": None,
+                "message_count": count,
+                "total_message_sent": count,
+                "member_count": 1,
+                "rate_limit_per_user": 0,
+                "flags": 0,
+                "thread_metadata": {
+                    "archived": False,
+                    "auto_archive_duration": 1440,
+                    "archive_timestamp": self.created_at,
+                    "locked": False,
+                    "create_timestamp": self.created_at,
+                },
+            }
+        overwrites = []
+        if self.bot_allow or self.bot_deny:
+            overwrites.append(
+                {
+                    "id": fake.bot_id,
+                    "type": 1,
+                    "allow": str(self.bot_allow),
+                    "deny": str(self.bot_deny),
+                }
+            )
+        data: dict[str, Any] = {
             "id": self.id,
             "type": self.type,
             "guild_id": self.guild_id,
@@ -349,11 +473,14 @@ class FakeChannel:
             "nsfw": self.nsfw,
             "topic": self.topic,
             "parent_id": None,
-            "permission_overwrites": [],
+            "permission_overwrites": overwrites,
             "rate_limit_per_user": 0,
             "last_message_id": None,
             "flags": 0,
         }
+        if self.type == CHANNEL_GUILD_FORUM:
+            data.update(available_tags=[], default_reaction_emoji=None, default_forum_layout=0)
+        return data
 
 
 @dataclass
@@ -365,6 +492,14 @@ class FakeGuild:
     members: dict[str, FakeMember] = field(default_factory=dict)
     locale: str = "en-US"
     joined_at: str = field(default_factory=_now_iso)
+    premium_tier: int = 0  # boost tier 0-3
+    upload_limit: int | None = None  # bytes; None: the boost tier's limit
+
+    @property
+    def attachment_size_limit(self) -> int:
+        if self.upload_limit is not None:
+            return self.upload_limit
+        return UPLOAD_LIMIT_BY_PREMIUM_TIER[self.premium_tier]
 
     def permissions(self, user_id: str) -> int:
         """Base permissions of a member (no channel overwrites exist in the fake)."""
@@ -445,6 +580,8 @@ class Interaction:
     `@original` (the reply, the deferred "thinking" message, or for type 6/7 on a component the
     message that carried the component); `followups` are the messages posted via the follow-up
     webhook (the first follow-up after a type 5 defer *is* the original message).
+    `response_delay` is how long after dispatch the bot first called the callback endpoint;
+    `late` says whether that was past the fake's `response_deadline` (and so refused).
     """
 
     fake: FakeDiscord = field(repr=False, compare=False)
@@ -459,6 +596,9 @@ class Interaction:
     response_data: dict[str, Any] | None = None
     original_id: str | None = None
     followup_ids: list[str] = field(default_factory=list)
+    dispatched_at: float = field(default_factory=time.monotonic)
+    response_delay: float | None = None
+    late: bool = False
 
     @property
     def responded(self) -> bool:
@@ -581,7 +721,9 @@ class FakeDiscord:
     Options: `token` (None accepts any bot token; a string makes other tokens fail with 401 /
     gateway close 4004), `privileged_intents` (False, like a fresh application: IDENTIFY asking
     for members/presences/message content is closed with 4014), `gateway_compression` (honour
-    `compress=zlib-stream`), `heartbeat_interval` (ms, sent in HELLO).
+    `compress=zlib-stream`), `heartbeat_interval` (ms, sent in HELLO), `response_deadline`
+    (seconds a bot has for its first interaction response; also a plain attribute, so a test
+    can shorten it).
     """
 
     def __init__(
@@ -593,11 +735,13 @@ class FakeDiscord:
         privileged_intents: bool = False,
         gateway_compression: bool = True,
         heartbeat_interval: int = 41_250,
+        response_deadline: float = RESPONSE_DEADLINE,
     ) -> None:
         self.token = token
         self.privileged_intents = privileged_intents
         self.gateway_compression = gateway_compression
         self.heartbeat_interval = heartbeat_interval
+        self.response_deadline = response_deadline
 
         self._snowflakes = _Snowflakes()
         self._changed = asyncio.Event()  # replaced on every change; see _touch()
@@ -607,6 +751,7 @@ class FakeDiscord:
         self._messages: dict[str, dict[str, Any]] = {}
         self._attachments: dict[str, tuple[dict[str, Any], bytes]] = {}
         self._interactions: dict[str, Interaction] = {}
+        self.late_responses: list[Interaction] = []  # refused: past the response deadline
         self._expired_tokens: set[str] = set()
         self._open_modals: dict[str, tuple[Interaction, dict[str, Any]]] = {}
         self.requests: list[RecordedRequest] = []
@@ -670,7 +815,8 @@ class FakeDiscord:
         return f"ws://127.0.0.1:{self.port}/gateway-resume/"
 
     async def start(self) -> FakeDiscord:
-        app = web.Application(client_max_size=64 * 1024 * 1024)
+        # Room for the largest boost tier's uploads, so the fake (not aiohttp) refuses them.
+        app = web.Application(client_max_size=max(UPLOAD_LIMIT_BY_PREMIUM_TIER.values()) + MIB)
         app.router.add_get("/gateway/", self._handle_gateway)
         app.router.add_get("/gateway-resume/", self._handle_gateway)
         app.router.add_route("*", r"/api/v{version:\d+}/{tail:.*}", self._handle_api)
@@ -837,32 +983,85 @@ class FakeDiscord:
         nsfw: bool | None = None,
         topic: str | None = None,
         guild_id: str | int | None = None,
+        channel_type: int | None = None,
+        parent_id: str | int | None = None,
+        owner: FakeUser | str | int | None = None,
+        message: str | None = None,
     ) -> FakeChannel:
-        """Create a text channel in `guild_id` (default: the guild), or update an existing one;
-        connected clients get CHANNEL_CREATE / CHANNEL_UPDATE."""
+        """Create a channel in `guild_id` (default: the guild), or update an existing one;
+        connected clients get CHANNEL_CREATE / CHANNEL_UPDATE (THREAD_CREATE / THREAD_UPDATE for
+        threads).
+
+        `channel_type` is a text channel (0, the default) or a forum (15). With `parent_id` the
+        new channel is a public thread (type 11) under that channel, started by `owner`
+        (default: `user`); under a forum it is a forum post, whose first message (text
+        `message`, default the post's name) shares the thread's id, as on Discord (docs:
+        topics/threads "Forums")."""
         existing = self.channels.get(str(channel_id)) if channel_id is not None else None
-        if existing is None:
-            gid = str(guild_id or self.guild_id)
-            position = sum(1 for c in self.channels.values() if c.guild_id == gid)
-            channel = FakeChannel(
-                str(channel_id or self._snowflakes.next()),
-                name or f"channel-{position}",
-                guild_id=gid,
-                nsfw=bool(nsfw),
-                topic=topic,
-                position=position,
-            )
-            self.channels[channel.id] = channel
-            event = "CHANNEL_CREATE"
-        else:
+        if existing is not None:
             channel = existing
             channel.name = name if name is not None else channel.name
             channel.nsfw = nsfw if nsfw is not None else channel.nsfw
             channel.topic = topic if topic is not None else channel.topic
-            event = "CHANNEL_UPDATE"
-        for session in self._live_sessions(INTENT_GUILDS):
-            session.dispatch(event, channel.payload(self))
+            self._dispatch_channel_event(channel, created=False)
+            return channel
+        if parent_id is not None:
+            return self._new_thread(str(parent_id), name, owner, message, channel_id)
+        if channel_type not in (None, CHANNEL_GUILD_TEXT, CHANNEL_GUILD_FORUM):
+            raise ValueError(f"the fake makes text (0) and forum (15) channels, not {channel_type}")
+        gid = str(guild_id or self.guild_id)
+        position = sum(1 for c in self.channels.values() if c.guild_id == gid and not c.is_thread)
+        channel = FakeChannel(
+            str(channel_id or self._snowflakes.next()),
+            name or f"channel-{position}",
+            channel_type or CHANNEL_GUILD_TEXT,
+            guild_id=gid,
+            nsfw=bool(nsfw),
+            topic=topic,
+            position=position,
+        )
+        self.channels[channel.id] = channel
+        self._dispatch_channel_event(channel, created=True)
         return channel
+
+    def _new_thread(
+        self,
+        parent_id: str,
+        name: str | None,
+        owner: FakeUser | str | int | None,
+        message: str | None,
+        thread_id: str | int | None,
+    ) -> FakeChannel:
+        parent = self.channels[parent_id]
+        if parent.type not in (CHANNEL_GUILD_TEXT, CHANNEL_GUILD_FORUM):
+            raise ValueError(f"threads live in text or forum channels, not in {parent.name!r}")
+        starter = self._user(owner)
+        thread = FakeChannel(
+            str(thread_id or self._snowflakes.next()),
+            name or "thread",
+            CHANNEL_PUBLIC_THREAD,
+            guild_id=parent.guild_id,
+            parent_id=parent.id,
+            owner_id=starter.id,
+        )
+        self.channels[thread.id] = thread
+        self._dispatch_channel_event(thread, created=True)
+        if parent.type == CHANNEL_GUILD_FORUM:
+            self._insert_message(
+                thread, content=message or thread.name, author=starter, message_id=thread.id
+            )
+        return thread
+
+    def _dispatch_channel_event(self, channel: FakeChannel, *, created: bool) -> None:
+        data = channel.payload(self)
+        if channel.is_thread:
+            event = "THREAD_CREATE" if created else "THREAD_UPDATE"
+            if created:
+                data["newly_created"] = True
+        else:
+            event = "CHANNEL_CREATE" if created else "CHANNEL_UPDATE"
+        for session in self._live_sessions(INTENT_GUILDS):
+            session.dispatch(event, data)
 
     def dm_channel(self, user: FakeUser | str | int) -> FakeChannel:
         """The DM channel between the bot and `user` (created on first use)."""
@@ -900,6 +1099,87 @@ class FakeDiscord:
         as after the 3 s response window."""
         self._expired_tokens.add(token)
 
+    def set_bot_permissions(self, channel_id: str | int, **grants: bool | None) -> int:
+        """Grant (True) or deny (False) the bot permissions in a guild channel through a member
+        overwrite, or drop that part of the overwrite (None); returns the bot's permissions there.
+
+        Names are discord.py's: view_channel, send_messages, send_messages_in_threads,
+        embed_links, attach_files, read_message_history, mention_everyone. Threads take their
+        parent's permissions (docs: topics/permissions "Inherited Permissions (Threads)"), so
+        set them on the parent. Connected clients get CHANNEL_UPDATE."""
+        channel = self.channels[str(channel_id)]
+        if channel.type == CHANNEL_DM or channel.is_thread:
+            raise ValueError(f"{channel.name or 'a DM'} has no permission overwrites of its own")
+        unknown = set(grants) - set(BOT_CHANNEL_PERMISSIONS)
+        if unknown:
+            raise KeyError(
+                f"unknown permissions {sorted(unknown)}; known: {list(BOT_CHANNEL_PERMISSIONS)}"
+            )
+        for name, granted in grants.items():
+            bit = BOT_CHANNEL_PERMISSIONS[name]
+            channel.bot_allow &= ~bit
+            channel.bot_deny &= ~bit
+            if granted is True:
+                channel.bot_allow |= bit
+            elif granted is False:
+                channel.bot_deny |= bit
+        self._dispatch_channel_event(channel, created=False)
+        return self.bot_permissions(channel.id)
+
+    def bot_permissions(self, channel_id: str | int) -> int:
+        """The bot's permissions in a guild channel or thread: the guild's base permissions with
+        the bot's member overwrite applied (docs: topics/permissions "Permission Overwrites");
+        a thread uses its parent's."""
+        channel = self.channels[str(channel_id)]
+        if channel.guild_id is None:
+            raise ValueError("DM channels have no permissions; see set_accepts_dms()")
+        base = self.guilds[channel.guild_id].permissions(self.bot.id)
+        if base & PERM_ADMINISTRATOR:
+            return PERM_ALL
+        source = self.channels[channel.parent_id] if channel.parent_id else channel
+        return (base & ~source.bot_deny) | source.bot_allow
+
+    def set_accepts_dms(self, user: FakeUser | str | int, accepts: bool = True) -> None:
+        """Whether `user` accepts DMs from the bot; if not, messages to their DM channel fail
+        with 403 / 50007 "Cannot send messages to this user" (docs: topics/opcodes-and-status-
+        codes "JSON Error Codes")."""
+        self._user(user).accepts_dms = accepts
+
+    def set_upload_limit(
+        self,
+        limit: int | None = None,
+        *,
+        premium_tier: int | None = None,
+        guild_id: str | int | None = None,
+    ) -> int:
+        """Set a guild's (default: the guild's) boost tier and/or its upload limit in bytes
+        (None: the tier's, 10 MiB up to tier 1); returns the limit now in force.
+
+        A new tier reaches connected clients as GUILD_UPDATE, so discord.py's
+        `Guild.filesize_limit` follows; interactions carry the limit as
+        `attachment_size_limit`."""
+        guild = self.guilds[str(guild_id or self.guild_id)]
+        if premium_tier is not None:
+            if premium_tier not in UPLOAD_LIMIT_BY_PREMIUM_TIER:
+                raise ValueError(f"boost tiers are 0-3, not {premium_tier}")
+            guild.premium_tier = premium_tier
+            for session in self._live_sessions(INTENT_GUILDS):
+                session.dispatch("GUILD_UPDATE", self._guild_payload(guild))
+        guild.upload_limit = limit
+        return guild.attachment_size_limit
+
+    def delete_message(self, message: dict[str, Any] | str | int) -> dict[str, Any]:
+        """Delete a stored message as a moderator would (MESSAGE_DELETE reaches the bot); from
+        then on it answers 404 / 10008 "Unknown Message" to the bot, whether it uses the bot
+        token or an interaction token. Ephemeral messages cannot be deleted this way: only
+        their user can dismiss them."""
+        stored = self._stored_message(message)
+        if stored["flags"] & FLAG_EPHEMERAL:
+            raise ValueError(f"message {stored['id']} is ephemeral; a moderator cannot see it")
+        self._delete_message(stored)
+        self._touch()
+        return stored
+
     def fail_next(
         self,
         method: str,
@@ -929,27 +1209,152 @@ class FakeDiscord:
     def find_command(self, name: str, guild_id: str | int | None = None) -> dict[str, Any] | None:
         return next((c for c in self.commands(guild_id) if c["name"] == name), None)
 
+    def visible_commands(
+        self, guild_id: str | int | None = None, *, dm: bool = False
+    ) -> list[dict[str, Any]]:
+        """What the command picker offers a member of `guild_id` (default: the guild): the
+        global commands usable in a guild plus that guild's own; with `dm`, those usable in a
+        DM with the bot. A global and a guild command may share a name and are then both
+        listed (docs: interactions/application-commands "Registering a Command")."""
+        context = CONTEXT_BOT_DM if dm else CONTEXT_GUILD
+        shown = [c for c in self.commands() if self._command_refusal(c, context) is None]
+        if not dm:
+            shown += self.commands(guild_id or self.guild_id)
+        return shown
+
+    def duplicate_commands(self, guild_id: str | int | None = None) -> list[str]:
+        """Names a member of `guild_id` sees more than once among commands of one type."""
+        keys = [(c["type"], c["name"]) for c in self.visible_commands(guild_id)]
+        return sorted({name for kind, name in keys if keys.count((kind, name)) > 1})
+
     def messages(
         self,
         channel_id: str | int | None = None,
         *,
         include_deleted: bool = False,
+        visible_to: FakeUser | str | int | None = None,
     ) -> list[dict[str, Any]]:
-        """Stored messages (oldest first), optionally of one channel.
+        """Stored messages (oldest first), optionally of one channel, optionally only those
+        `visible_to` a user would see (ephemeral messages are for their interaction's user).
 
         Each message is the Discord message object plus fake-only keys: `interaction_token`
-        (None unless sent through an interaction), `history` (every version of the message,
-        oldest first: content/embeds/components/attachments/flags), `deleted`. Attachment
-        dicts also hold their raw bytes under `data`."""
+        (None unless sent through an interaction), `allowed_mentions` (as last sent, None if
+        absent), `history` (every version of the message, oldest first: content, embeds,
+        components, attachments, flags, edited_timestamp, the `allowed_mentions` its request
+        carried and `mentions_parsed`, whether that request set the text mentions are parsed
+        from), `deleted`. Attachment dicts also hold their raw bytes under `data`."""
+        viewer = None if visible_to is None else self._user(visible_to).id
         return sorted(
             (
                 m
                 for m in self._messages.values()
                 if (channel_id is None or m["channel_id"] == str(channel_id))
                 and (include_deleted or not m["deleted"])
+                and (viewer is None or self.ephemeral_for(m) in (None, viewer))
             ),
             key=lambda m: int(m["id"]),
         )
+
+    def is_ephemeral(self, message: dict[str, Any] | str | int) -> bool:
+        return bool(self._any_message(message)["flags"] & FLAG_EPHEMERAL)
+
+    def ephemeral_for(self, message: dict[str, Any] | str | int) -> str | None:
+        """The id of the only user who sees an ephemeral message (its interaction's user);
+        None for a message everyone in the channel sees."""
+        stored = self._any_message(message)
+        if not stored["flags"] & FLAG_EPHEMERAL:
+            return None
+        return str(stored["interaction_metadata"]["user"]["id"])
+
+    def pings(self, message: dict[str, Any] | str | int, version: int = -1) -> list[str]:
+        """The mentions in one version of a message (default: the latest) that notify someone,
+        as `<@user_id>`, `<@&role_id>`, `@everyone` or `@here`.
+
+        Discord's rules (docs: resources/message "Allowed Mentions Object"): without
+        `allowed_mentions` a bot message parses every kind, an interaction response or webhook
+        message only users; `parse` and the `users`/`roles` lists say which mentions in the
+        text notify; @everyone/@here need MENTION_EVERYONE, a role needs MENTION_EVERYONE
+        (the fake's roles are not mentionable); a reply notifies the replied-to author unless
+        `replied_user` is false."""
+        stored = self._any_message(message)
+        snapshot = stored["history"][version]
+        allowed = self._allowed_mentions(stored, snapshot)
+        parse = set(allowed.get("parse") or [])
+        users = {str(u) for u in allowed.get("users") or []}
+        roles = {str(r) for r in allowed.get("roles") or []}
+        guild = self.guilds.get(stored.get("guild_id") or "")
+        can_mention_everyone = guild is None or bool(
+            self.bot_permissions(stored["channel_id"]) & PERM_MENTION_EVERYONE
+        )
+        found: list[str] = []
+        for match in MENTION_PATTERN.finditer(self._mention_text(snapshot)):
+            if match["everyone"]:
+                token = "@" + match["everyone"]
+                notifies = "everyone" in parse and can_mention_everyone
+            elif match["kind"] == "&":
+                token = f"<@&{match['id']}>"
+                known = guild is not None and match["id"] in guild.roles
+                allowed_role = "roles" in parse or match["id"] in roles
+                notifies = known and allowed_role and can_mention_everyone
+            else:
+                token = f"<@{match['id']}>"
+                allowed_user = "users" in parse or match["id"] in users
+                notifies = match["id"] in self.users and allowed_user
+            if notifies and token not in found:
+                found.append(token)
+        replied = (stored.get("referenced_message") or {}).get("author", {}).get("id")
+        explicit = snapshot["allowed_mentions"] is not None
+        notify_replied = allowed.get("replied_user") or not explicit
+        if replied and replied != self.bot_id and notify_replied and f"<@{replied}>" not in found:
+            found.append(f"<@{replied}>")
+        return found
+
+    def could_ping(self, message: dict[str, Any] | str | int, version: int | None = None) -> bool:
+        """Whether a version of a message (default: any) set text under `allowed_mentions` that
+        would let some mention notify, whatever that text says: True unless the request carried
+        `allowed_mentions` with an empty `parse`, no `users`, no `roles` and no `replied_user`
+        (discord.py's `AllowedMentions.none()`). An edit that leaves the text alone keeps the
+        mentions it had (docs: resources/message "Edit Message")."""
+        stored = self._any_message(message)
+        versions = stored["history"] if version is None else [stored["history"][version]]
+        return any(self._version_could_ping(stored, v) for v in versions)
+
+    def messages_that_could_ping(self) -> list[dict[str, Any]]:
+        """Every message the bot sent (deleted ones included) of which some version
+        `could_ping()`."""
+        return [
+            m
+            for m in self.messages(include_deleted=True)
+            if m["author"]["id"] == self.bot_id and self.could_ping(m)
+        ]
+
+    def _version_could_ping(self, stored: dict[str, Any], snapshot: dict[str, Any]) -> bool:
+        if not snapshot["mentions_parsed"] or not self._mention_text(snapshot):
+            return False
+        allowed = self._allowed_mentions(stored, snapshot)
+        return any(allowed.get(key) for key in ("parse", "users", "roles", "replied_user"))
+
+    @staticmethod
+    def _allowed_mentions(stored: dict[str, Any], snapshot: dict[str, Any]) -> dict[str, Any]:
+        """The allowed mentions a version was parsed under: what its request carried, else
+        Discord's default for the kind of message (docs: resources/message "Default Settings
+        for Allowed Mentions")."""
+        if snapshot["allowed_mentions"] is not None:
+            return snapshot["allowed_mentions"]
+        if stored.get("webhook_id"):
+            return {"parse": ["users"]}
+        return {"parse": ["users", "roles", "everyone"]}
+
+    @staticmethod
+    def _mention_text(snapshot: dict[str, Any]) -> str:
+        """The text mentions are parsed from: content and text display components."""
+        texts = [snapshot["content"] or ""]
+        texts += [
+            c.get("content") or ""
+            for c in _walk_components(snapshot["components"])
+            if c.get("type") == COMPONENT_TEXT_DISPLAY
+        ]
+        return "\n".join(t for t in texts if t)
 
     def get_message(self, message_id: str | int) -> dict[str, Any] | None:
         return self._messages.get(str(message_id))
@@ -1060,9 +1465,11 @@ class FakeDiscord:
         `name` may include subcommands ("settings show"). `options` maps option names to
         values; types come from the synced command (users as FakeUser/ids, channels as
         FakeChannel/ids, attachments as dicts from `add_attachment`). With
-        `check_permissions`, a command the Discord client would hide (missing
-        `default_member_permissions`, NSFW command outside an NSFW channel, wrong context)
-        raises PermissionError. `dm=True` invokes it in the user's DM with the bot.
+        `check_permissions`, a command the Discord client would hide from this user (missing
+        `default_member_permissions`, NSFW command outside an NSFW channel) raises
+        PermissionError; a command whose `contexts` / `integration_types` / `dm_permission`
+        exclude the place it is used from always does, as Discord would not send that
+        interaction. `dm=True` invokes it in the user's DM with the bot.
         """
         data, ctx, command = self._command_data(name, options or {}, user, channel_id, guild_id, dm)
         if check_permissions:
@@ -1202,11 +1609,18 @@ class FakeDiscord:
     # Interaction payload building
     # ----------------------------------------------------------------------------------------
 
-    def _stored_message(self, message: dict[str, Any] | str | int) -> dict[str, Any]:
+    def _any_message(self, message: dict[str, Any] | str | int) -> dict[str, Any]:
+        """A stored message (payload dict or id), deleted or not."""
         message_id = str(message["id"] if isinstance(message, dict) else message)
         stored = self._messages.get(message_id)
-        if stored is None or stored["deleted"]:
+        if stored is None:
             raise LookupError(f"no message {message_id} in the fake")
+        return stored
+
+    def _stored_message(self, message: dict[str, Any] | str | int) -> dict[str, Any]:
+        stored = self._any_message(message)
+        if stored["deleted"]:
+            raise LookupError(f"message {stored['id']} was deleted")
         return stored
 
     def _user(self, user: FakeUser | str | int | None) -> FakeUser:
@@ -1283,7 +1697,7 @@ class FakeDiscord:
             "channel": channel,
             "locale": locale,  # the invoking user's client language
             "entitlements": [],
-            "attachment_size_limit": ATTACHMENT_SIZE_LIMIT,
+            "attachment_size_limit": self._upload_limit(ctx.channel),
         }
         if ctx.guild is not None:
             guild = ctx.guild
@@ -1293,7 +1707,8 @@ class FakeDiscord:
                 guild={"id": guild.id, "locale": guild.locale, "features": []},
                 guild_locale=guild.locale,
                 member=self._member_payload(guild, ctx.user.id, permissions=True),
-                app_permissions=str(guild.permissions(self.bot.id)),
+                # "permissions the app has in the source location of the interaction"
+                app_permissions=str(self.bot_permissions(ctx.channel.id)),
                 # "0" = GUILD_INSTALL; the interaction context 0 = GUILD, 1 = BOT_DM.
                 authorizing_integration_owners={"0": guild.id},
                 context=0,
@@ -1308,6 +1723,12 @@ class FakeDiscord:
         if message is not None:
             payload["message"] = message
         return payload
+
+    def _upload_limit(self, channel: FakeChannel) -> int:
+        """Bytes one file may have in `channel`: its guild's limit, 10 MiB in DMs."""
+        if channel.guild_id is None:
+            return ATTACHMENT_SIZE_LIMIT
+        return self.guilds[channel.guild_id].attachment_size_limit
 
     async def _dispatch_interaction(self, payload: dict[str, Any], ctx: _Ctx) -> Interaction:
         sessions = list(self._sessions.values())
@@ -1353,6 +1774,10 @@ class FakeDiscord:
         command, scope = self._find_command_for(root, ctx)
         if command is None and dm and any(self.find_command(root, g) for g in self.guilds):
             raise PermissionError(f"/{root} is a guild command and cannot be used in DMs")
+        if command is not None and scope is None:
+            context = CONTEXT_GUILD if ctx.guild is not None else CONTEXT_BOT_DM
+            if (refusal := self._command_refusal(command, context)) is not None:
+                raise PermissionError(refusal)
         resolved: dict[str, Any] = {}
         definitions = command.get("options", []) if command else None
         # Walk down subcommand groups / subcommands; the innermost option list gets the values.
@@ -1482,16 +1907,29 @@ class FakeDiscord:
             return str(attachment["id"])
         return value
 
-    def _check_command_visible(self, command: dict[str, Any] | None, ctx: _Ctx) -> None:
-        """Refuse what the Discord client would not offer the user."""
-        if command is None:
-            return
-        context = 0 if ctx.guild is not None else 1
+    @staticmethod
+    def _command_refusal(command: dict[str, Any], context: int) -> str | None:
+        """Why Discord would not offer a global command in an interaction context (guild or
+        DM with the bot), or None. `contexts` lists where it can be used (null: everywhere),
+        the deprecated `dm_permission` false keeps it out of DMs, and `integration_types` lists
+        the installations it serves: the fake application is installed to guilds only
+        (docs: interactions/application-commands "Contexts")."""
+        name = command["name"]
         contexts = command.get("contexts")
         if contexts is not None and context not in contexts:
-            raise PermissionError(f"/{command['name']} is not available in context {context}")
-        if ctx.guild is None and command.get("dm_permission") is False:
-            raise PermissionError(f"/{command['name']} is not available in DMs")
+            where = "in a guild" if context == CONTEXT_GUILD else "in DMs"
+            return f"/{name} is not available {where} (contexts {contexts})"
+        if context == CONTEXT_BOT_DM and command.get("dm_permission") is False:
+            return f"/{name} is not available in DMs (dm_permission false)"
+        installs = command.get("integration_types")
+        if installs is not None and INSTALL_GUILD not in installs:
+            return f"/{name} is not for guild installs (integration_types {installs})"
+        return None
+
+    def _check_command_visible(self, command: dict[str, Any] | None, ctx: _Ctx) -> None:
+        """Refuse what the Discord client would hide from this user."""
+        if command is None:
+            return
         required = command.get("default_member_permissions")
         if ctx.guild is not None and required is not None:
             granted, required = ctx.guild.permissions(ctx.user.id), int(required)
@@ -1503,8 +1941,12 @@ class FakeDiscord:
                 raise PermissionError(
                     f"{ctx.user.username} lacks permissions {required} for /{command['name']}"
                 )
-        if command.get("nsfw") and not ctx.channel.nsfw and ctx.guild is not None:
+        if command.get("nsfw") and ctx.guild is not None and not self._is_nsfw(ctx.channel):
             raise PermissionError(f"/{command['name']} is NSFW and {ctx.channel.name} is not")
+
+    def _is_nsfw(self, channel: FakeChannel) -> bool:
+        """Threads are as NSFW as their parent channel."""
+        return (self.channels[channel.parent_id] if channel.parent_id else channel).nsfw
 
     # ----------------------------------------------------------------------------------------
     # Gateway
@@ -1521,10 +1963,8 @@ class FakeDiscord:
         for connection in list(self._connections):
             await connection.flush()
 
-    def _guild_create_payload(self, guild: FakeGuild) -> dict[str, Any]:
-        channels = [c.payload(self) for c in self.channels.values() if c.guild_id == guild.id]
-        for channel in channels:
-            del channel["guild_id"]  # GUILD_CREATE channels omit guild_id
+    def _guild_payload(self, guild: FakeGuild) -> dict[str, Any]:
+        """The guild object (GET /guilds/{id}, GUILD_UPDATE)."""
         return {
             "id": guild.id,
             "name": guild.name,
@@ -1541,7 +1981,7 @@ class FakeDiscord:
             "explicit_content_filter": 0,
             "mfa_level": 0,
             "nsfw_level": 0,
-            "premium_tier": 0,
+            "premium_tier": guild.premium_tier,
             "premium_subscription_count": 0,
             "preferred_locale": guild.locale,
             "system_channel_id": None,
@@ -1550,19 +1990,35 @@ class FakeDiscord:
             "roles": [r.payload() for r in guild.roles.values()],
             "emojis": [],
             "stickers": [],
+            "premium_progress_bar_enabled": False,
+        }
+
+    def _guild_channels(self, guild: FakeGuild, *, threads: bool) -> list[dict[str, Any]]:
+        return [
+            c.payload(self)
+            for c in self.channels.values()
+            if c.guild_id == guild.id and c.is_thread == threads
+        ]
+
+    def _guild_create_payload(self, guild: FakeGuild) -> dict[str, Any]:
+        channels = self._guild_channels(guild, threads=False)
+        for channel in channels:
+            del channel["guild_id"]  # GUILD_CREATE channels omit guild_id
+        return {
+            **self._guild_payload(guild),
             "joined_at": guild.joined_at,
             "large": False,
             "unavailable": False,
             "member_count": len(guild.members),
             "members": [self._member_payload(guild, uid) for uid in guild.members],
             "channels": channels,
-            "threads": [],
+            # Active threads are sent apart from channels (docs: topics/threads "Gateway Events").
+            "threads": self._guild_channels(guild, threads=True),
             "presences": [],
             "voice_states": [],
             "stage_instances": [],
             "guild_scheduled_events": [],
             "soundboard_sounds": [],
-            "premium_progress_bar_enabled": False,
         }
 
     async def _handle_gateway(self, request: web.Request) -> web.WebSocketResponse:
@@ -2184,14 +2640,17 @@ class FakeDiscord:
         uploads: list[_Upload],
         current: list[dict[str, Any]],
         ephemeral: bool,
+        size_limit: int,
     ) -> list[dict[str, Any]] | web.Response:
         """The attachment list after a create/edit.
 
         `payload["attachments"]` lists what the message keeps: existing attachments by their
         snowflake id, new uploads by the index n of their `files[n]` part (discord.py's
-        File.to_dict). Without that key every upload is added and existing ones are kept."""
+        File.to_dict). Without that key every upload is added and existing ones are kept.
+        "The file upload size limit applies to each file in a request" (docs: reference
+        "Uploading Files"): one larger than `size_limit` fails the request."""
         for upload in uploads:
-            if len(upload.data) > ATTACHMENT_SIZE_LIMIT:
+            if len(upload.data) > size_limit:
                 return _error(413, "Request entity too large", 40005)
         by_index = {u.index: u for u in uploads}
         existing = {a["id"]: a for a in current}
@@ -2235,17 +2694,24 @@ class FakeDiscord:
                 return _form_error(
                     "components", "BASE_TYPE_MAX_LENGTH", "custom_id must be 100 or fewer"
                 )
-        if not (
-            content
-            or payload.get("embeds")
-            or payload.get("components")
-            or payload.get("attachments")
-            or payload.get("sticker_ids")
-            or payload.get("poll")
-            or has_files
-        ):
+        allowed = payload.get("allowed_mentions") or {}
+        for kind in ("users", "roles"):
+            # `parse` is mutually exclusive with the id lists (docs: resources/message
+            # "Allowed Mentions Examples").
+            if kind in (allowed.get("parse") or []) and allowed.get(kind):
+                return _form_error(
+                    "allowed_mentions",
+                    "MESSAGE_ALLOWED_MENTIONS_PARSE_EXCLUSIVE",
+                    f'parse:["{kind}"] and {kind}: [ids] are mutually exclusive.',
+                )
+        if FakeDiscord._is_empty(payload, has_files):
             return _error(400, "Cannot send an empty message", 50006)
         return None
+
+    @staticmethod
+    def _is_empty(payload: dict[str, Any], has_files: bool) -> bool:
+        keys = ("content", "embeds", "components", "attachments", "sticker_ids", "poll")
+        return not (has_files or any(payload.get(key) for key in keys))
 
     def _new_message(
         self,
@@ -2258,10 +2724,12 @@ class FakeDiscord:
     ) -> dict[str, Any] | web.Response:
         if (error := self._validate_message(payload, bool(uploads))) is not None:
             return error
-        flags = int(payload.get("flags") or 0)
-        if interaction is None:
-            flags &= ~FLAG_EPHEMERAL  # only interaction responses can be ephemeral
-        attachments = self._message_attachments(payload, uploads, [], bool(flags & FLAG_EPHEMERAL))
+        # Only interaction responses and follow-ups can be ephemeral.
+        accepted = CREATE_FLAGS if interaction is None else INTERACTION_FLAGS
+        flags = int(payload.get("flags") or 0) & accepted
+        attachments = self._message_attachments(
+            payload, uploads, [], bool(flags & FLAG_EPHEMERAL), self._upload_limit(channel)
+        )
         if isinstance(attachments, web.Response):
             return attachments
         return self._insert_message(
@@ -2275,6 +2743,7 @@ class FakeDiscord:
             message_type=message_type,
             extra={k: payload[k] for k in ("tts", "poll", "nonce") if k in payload},
             reference=payload.get("message_reference"),
+            allowed_mentions=payload.get("allowed_mentions"),
         )
 
     def _insert_message(
@@ -2290,12 +2759,15 @@ class FakeDiscord:
         message_type: int = MESSAGE_DEFAULT,
         extra: dict[str, Any] | None = None,
         reference: dict[str, Any] | None = None,
+        allowed_mentions: dict[str, Any] | None = None,
+        author: FakeUser | None = None,
+        message_id: str | None = None,
     ) -> dict[str, Any]:
         message: dict[str, Any] = {
-            "id": self._snowflakes.next(),
+            "id": message_id or self._snowflakes.next(),
             "channel_id": channel.id,
             "type": message_type,
-            "author": self.bot.payload(),
+            "author": (author or self.bot).payload(),
             "content": content,
             "embeds": embeds or [],
             "components": components or [],
@@ -2342,16 +2814,29 @@ class FakeDiscord:
                 metadata["original_response_message_id"] = interaction.original_id
             message["interaction_metadata"] = metadata
         message["interaction_token"] = interaction.token if interaction else None
+        message["allowed_mentions"] = copy.deepcopy(allowed_mentions)
         message["deleted"] = False
-        message["history"] = [self._snapshot(message)]
+        message["history"] = [self._snapshot(message, mentions_parsed=True)]
         self._messages[message["id"]] = message
         self._dispatch_message_event("MESSAGE_CREATE", message)
         return message
 
     @staticmethod
-    def _snapshot(message: dict[str, Any]) -> dict[str, Any]:
-        keys = ("content", "embeds", "components", "attachments", "flags", "edited_timestamp")
-        return {key: copy.deepcopy(message[key]) for key in keys}
+    def _snapshot(message: dict[str, Any], *, mentions_parsed: bool) -> dict[str, Any]:
+        """One version of a message, for `history`; `mentions_parsed` says whether its request
+        set the text (on an edit, content or components), so mentions were parsed anew."""
+        keys = (
+            "content",
+            "embeds",
+            "components",
+            "attachments",
+            "flags",
+            "edited_timestamp",
+            "allowed_mentions",
+        )
+        snapshot = {key: copy.deepcopy(message[key]) for key in keys}
+        snapshot["mentions_parsed"] = mentions_parsed
+        return snapshot
 
     def _edit_message(
         self, message: dict[str, Any], payload: dict[str, Any], uploads: list[_Upload]
@@ -2361,11 +2846,17 @@ class FakeDiscord:
             "embeds": payload.get("embeds", message["embeds"]),
             "components": payload.get("components", message["components"]),
             "attachments": payload.get("attachments", message["attachments"]),
+            "allowed_mentions": payload.get("allowed_mentions"),
         }
         if (error := self._validate_message(merged, bool(uploads))) is not None:
             return error
-        ephemeral = bool(message["flags"] & FLAG_EPHEMERAL)
-        attachments = self._message_attachments(payload, uploads, message["attachments"], ephemeral)
+        attachments = self._message_attachments(
+            payload,
+            uploads,
+            message["attachments"],
+            bool(message["flags"] & FLAG_EPHEMERAL),
+            self._upload_limit(self.channels[message["channel_id"]]),
+        )
         if isinstance(attachments, web.Response):
             return attachments
         for key in ("content", "embeds", "components"):
@@ -2375,12 +2866,15 @@ class FakeDiscord:
                 )
         message["attachments"] = attachments
         if payload.get("flags") is not None:
-            # Only SUPPRESS_EMBEDS may be toggled by an edit; ephemeral/loading are Discord's.
-            kept = message["flags"] & ~FLAG_SUPPRESS_EMBEDS
-            message["flags"] = kept | (int(payload["flags"]) & FLAG_SUPPRESS_EMBEDS)
+            # An edit toggles SUPPRESS_EMBEDS and can set IS_COMPONENTS_V2; ephemeral and
+            # loading are Discord's (docs: resources/message "Edit Message").
+            requested = int(payload["flags"]) & (FLAG_SUPPRESS_EMBEDS | FLAG_IS_COMPONENTS_V2)
+            message["flags"] = (message["flags"] & ~FLAG_SUPPRESS_EMBEDS) | requested
         message["flags"] &= ~FLAG_LOADING  # any edit resolves a deferred "thinking" message
         message["edited_timestamp"] = _now_iso()
-        message["history"].append(self._snapshot(message))
+        message["allowed_mentions"] = copy.deepcopy(payload.get("allowed_mentions"))
+        parsed = "content" in payload or "components" in payload
+        message["history"].append(self._snapshot(message, mentions_parsed=parsed))
         self._dispatch_message_event("MESSAGE_UPDATE", message)
         return message
 
@@ -2388,7 +2882,7 @@ class FakeDiscord:
         message["deleted"] = True
         self._dispatch_message_event("MESSAGE_DELETE", message)
 
-    _FAKE_ONLY_KEYS = ("interaction_token", "history", "deleted")
+    _FAKE_ONLY_KEYS = ("interaction_token", "allowed_mentions", "history", "deleted")
 
     def _wire_message(self, message: dict[str, Any]) -> dict[str, Any]:
         """The message as Discord's API returns it (fake-only keys and raw bytes removed)."""
@@ -2407,33 +2901,98 @@ class FakeDiscord:
     # REST: channels, guilds
     # ----------------------------------------------------------------------------------------
 
-    def _channel_message(self, call: _Call) -> dict[str, Any] | web.Response:
-        message = self._messages.get(call.params["message_id"])
-        if call.params["channel_id"] not in self.channels:
+    def _channel(self, call: _Call, needs: int = 0) -> FakeChannel | web.Response:
+        """The call's channel, if the bot may see it and holds `needs` there (guild channels:
+        403 / 50001 "Missing Access" without VIEW_CHANNEL, 403 / 50013 "Missing Permissions"
+        without the rest)."""
+        channel = self.channels.get(call.params["channel_id"])
+        if channel is None:
             return _error(404, "Unknown Channel", 10003)
+        if channel.guild_id is None:
+            return channel
+        granted = self.bot_permissions(channel.id)
+        if not granted & PERM_VIEW_CHANNEL:
+            return _error(403, "Missing Access", 50001)
+        if granted & needs != needs:
+            return _error(403, "Missing Permissions", 50013)
+        return channel
+
+    def _channel_message(self, call: _Call, needs: int = 0) -> dict[str, Any] | web.Response:
+        channel = self._channel(call, needs)
+        if isinstance(channel, web.Response):
+            return channel
+        message = self._messages.get(call.params["message_id"])
         if (
             message is None
             or message["deleted"]
-            or message["channel_id"] != call.params["channel_id"]
+            or message["channel_id"] != channel.id
             or message["flags"] & FLAG_EPHEMERAL  # only reachable through the webhook
         ):
             return _error(404, "Unknown Message", 10008)
         return message
 
+    def _permitted_payload(
+        self, channel: FakeChannel, payload: dict[str, Any], uploads: list[_Upload], *, edit: bool
+    ) -> dict[str, Any] | web.Response:
+        """`payload` as the bot's rights in `channel` let it through, or Discord's refusal.
+
+        Only the channel endpoints (bot token) are checked: interaction responses and
+        follow-ups go through the interaction's webhook and need no channel permissions."""
+        if channel.type == CHANNEL_DM:
+            recipient = self.users[channel.recipient_id or ""]
+            shares_guild = any(recipient.id in g.members for g in self.guilds.values())
+            if not edit and not (recipient.accepts_dms and shares_guild):
+                return _error(403, "Cannot send messages to this user", 50007)
+            return payload
+        if channel.type == CHANNEL_GUILD_FORUM:
+            # "Messages cannot be sent directly in forum channels." (docs: topics/threads)
+            return _error(400, "Cannot send messages in a non-text channel", 50008)
+        granted = self.bot_permissions(channel.id)
+        missing = _error(403, "Missing Permissions", 50013)
+        # Create Message needs SEND_MESSAGES (docs: resources/message "Create Message"); in a
+        # thread SEND_MESSAGES_IN_THREADS instead (docs: topics/threads "Permissions"). An edit
+        # does not: "Send Messages permission restricts the ability to send new messages, but
+        # does not prevent existing messages from being updated" (discord-api-docs #3096).
+        send = PERM_SEND_MESSAGES_IN_THREADS if channel.is_thread else PERM_SEND_MESSAGES
+        if not granted & send:
+            if not edit:
+                return missing
+            # "Denying SEND_MESSAGES implicitly denies ... ATTACH_FILES, and EMBED_LINKS"
+            # (docs: topics/permissions "Implicit Permissions").
+            granted &= ~(PERM_ATTACH_FILES | PERM_EMBED_LINKS)
+        if uploads and not granted & PERM_ATTACH_FILES:
+            return missing
+        if (
+            not edit
+            and payload.get("message_reference")
+            and not granted & PERM_READ_MESSAGE_HISTORY
+        ):
+            return missing  # a reply needs READ_MESSAGE_HISTORY (docs: "Create Message")
+        if payload.get("embeds") and not granted & PERM_EMBED_LINKS:
+            # Without EMBED_LINKS embeds are dropped; a new message left with nothing else is
+            # refused (discord-api-docs #2601), an edit then is empty (#5648).
+            payload = {**payload, "embeds": []}
+            if not edit and self._is_empty(payload, bool(uploads)):
+                return missing
+        return payload
+
     async def _get_channel(self, call: _Call) -> web.Response:
-        channel = self.channels.get(call.params["channel_id"])
-        if channel is None:
-            return _error(404, "Unknown Channel", 10003)
-        return _json(channel.payload(self))
+        channel = self._channel(call)
+        return channel if isinstance(channel, web.Response) else _json(channel.payload(self))
 
     async def _list_messages(self, call: _Call) -> web.Response:
-        if call.params["channel_id"] not in self.channels:
-            return _error(404, "Unknown Channel", 10003)
+        channel = self._channel(call)
+        if isinstance(channel, web.Response):
+            return channel
+        if channel.guild_id and not self.bot_permissions(channel.id) & PERM_READ_MESSAGE_HISTORY:
+            # "If the current user is missing the READ_MESSAGE_HISTORY permission in the
+            # channel, then no messages will be returned." (docs: "Get Channel Messages")
+            return _json([])
         limit = min(max(int(call.query.get("limit", 50)), 1), 100)
         before, after = call.query.get("before"), call.query.get("after")
         found = [
             m
-            for m in self.messages(call.params["channel_id"])
+            for m in self.messages(channel.id)
             if not m["flags"] & FLAG_EPHEMERAL
             and (before is None or int(m["id"]) < int(before))
             and (after is None or int(m["id"]) > int(after))
@@ -2443,20 +3002,29 @@ class FakeDiscord:
         return _json([self._wire_message(m) for m in reversed(found)])
 
     async def _create_message(self, call: _Call) -> web.Response:
-        channel = self.channels.get(call.params["channel_id"])
-        if channel is None:
-            return _error(404, "Unknown Channel", 10003)
-        return self._message_response(self._new_message(channel, call.json or {}, call.uploads))
+        channel = self._channel(call)
+        if isinstance(channel, web.Response):
+            return channel
+        payload = self._permitted_payload(channel, call.json or {}, call.uploads, edit=False)
+        if isinstance(payload, web.Response):
+            return payload
+        return self._message_response(self._new_message(channel, payload, call.uploads))
 
     async def _get_channel_message(self, call: _Call) -> web.Response:
-        result = self._channel_message(call)
+        # "requires the VIEW_CHANNEL and READ_MESSAGE_HISTORY permissions" (docs: resources/
+        # message "Get Channel Message").
+        result = self._channel_message(call, PERM_READ_MESSAGE_HISTORY)
         return result if isinstance(result, web.Response) else self._message_response(result)
 
     async def _edit_channel_message(self, call: _Call) -> web.Response:
         result = self._channel_message(call)
         if isinstance(result, web.Response):
             return result
-        return self._message_response(self._edit_message(result, call.json or {}, call.uploads))
+        channel = self.channels[result["channel_id"]]
+        payload = self._permitted_payload(channel, call.json or {}, call.uploads, edit=True)
+        if isinstance(payload, web.Response):
+            return payload
+        return self._message_response(self._edit_message(result, payload, call.uploads))
 
     async def _delete_channel_message(self, call: _Call) -> web.Response:
         result = self._channel_message(call)
@@ -2473,9 +3041,7 @@ class FakeDiscord:
         guild = self._guild(call)
         if isinstance(guild, web.Response):
             return guild
-        payload = self._guild_create_payload(guild)
-        for key in ("members", "channels", "threads", "presences", "voice_states", "joined_at"):
-            payload.pop(key)
+        payload = self._guild_payload(guild)
         if _truthy(call.query.get("with_counts")):
             payload["approximate_member_count"] = len(guild.members)
             payload["approximate_presence_count"] = 0
@@ -2485,8 +3051,8 @@ class FakeDiscord:
         guild = self._guild(call)
         if isinstance(guild, web.Response):
             return guild
-        channels = [c.payload(self) for c in self.channels.values() if c.guild_id == guild.id]
-        return _json(channels)
+        # "Does not include threads" (docs: resources/guild "Get Guild Channels").
+        return _json(self._guild_channels(guild, threads=False))
 
     async def _get_guild_roles(self, call: _Call) -> web.Response:
         guild = self._guild(call)
@@ -2524,6 +3090,15 @@ class FakeDiscord:
             return _error(404, "Unknown interaction", 10062)
         if interaction.responded:
             return _error(400, "Interaction has already been acknowledged.", 40060)
+        delay = time.monotonic() - interaction.dispatched_at
+        if interaction.response_delay is None:
+            interaction.response_delay = delay
+        if delay > self.response_deadline:
+            # Past the first-response deadline the token is invalidated (RESPONSE_DEADLINE).
+            if not interaction.late:
+                interaction.late = True
+                self.late_responses.append(interaction)
+            return _error(404, "Unknown interaction", 10062)
         body = call.json if isinstance(call.json, dict) else {}
         rtype, data = body.get("type"), body.get("data") or {}
         allowed = {
@@ -2638,8 +3213,13 @@ class FakeDiscord:
             and original is not None
             and original["flags"] & FLAG_LOADING
         ):
-            # First follow-up after a defer resolves the loading message; its ephemeral flag
-            # stays whatever the defer chose.
+            if original["deleted"]:
+                # A "thinking" message deleted before it was resolved takes the follow-up down
+                # with it (discord-api-docs #3087).
+                return _error(404, "Unknown Message", 10008)
+            # The first follow-up after a defer edits the loading message: "The ephemeral flag
+            # will be ignored, and the value you provided in the initial defer response will be
+            # preserved" (docs: interactions/receiving-and-responding "Create Followup Message").
             result = self._edit_message(original, payload, call.uploads)
         else:
             result = self._new_message(

@@ -225,18 +225,15 @@ async def test_a_finished_job_is_never_finished_again(store):
 
 async def test_provenance_and_parameters_are_kept_with_the_job(store):
     u = await store.get_or_create_user("local:p", "p")
-    job, _ = await store.create_job(
-        NewJob(
-            user_id=u.id,
-            kind=JobKind.IMG2IMG,
-            spec=spec(),
-            model="tiny",
-            from_photo=True,
-            age_restricted=True,
-            private=True,
-            runner="bot:host:1:2",
-            params={"zoom": 1.5, "loras": ["ink"]},
-        )
+    job = await new_job(
+        store,
+        u,
+        kind=JobKind.IMG2IMG,
+        from_photo=True,
+        age_restricted=True,
+        private=True,
+        runner="bot:host:1:2",
+        params={"zoom": 1.5, "loras": ["ink"]},
     )
     again = await store.get_job(job.id)
     assert (again.from_photo, again.age_restricted, again.private) == (True, True, True)
@@ -268,23 +265,10 @@ async def test_request_key_makes_a_double_click_one_job(store):
 async def test_presses_of_one_button_are_counted_and_the_latest_found(store):
     u = await store.get_or_create_user("local:r", "r")
     assert await store.latest_request("btn:7") == (None, 0)
-    made = []
-    for i in range(3):
-        job, _ = await store.create_job(
-            NewJob(
-                user_id=u.id,
-                kind=JobKind.REROLL,
-                spec=spec(),
-                model="tiny",
-                request_key=f"btn:7#{i}",
-            )
-        )
-        made.append(job.id)
-    await store.create_job(
-        NewJob(user_id=u.id, kind=JobKind.REROLL, spec=spec(), model="tiny", request_key="btn:70#0")
-    )
+    keys = ["btn:7#0", "btn:7#1", "btn:7#2", "btn:70#0"]
+    made = [await new_job(store, u, kind=JobKind.REROLL, request_key=k) for k in keys]
     latest, presses = await store.latest_request("btn:7")
-    assert (latest.id, presses) == (made[-1], 3)
+    assert (latest.id, presses) == (made[2].id, 3)
     assert await store.latest_request("btn:_") == (None, 0)  # LIKE wildcards are literal
 
 

@@ -2,7 +2,8 @@
 
 ``initdb`` in a temporary directory, the server listening on a Unix socket in that directory
 only (no TCP port to collide with other test runs), durability off. One cluster per test session;
-each test gets its own empty database, dropped after it. Stopped and deleted at the end.
+each test gets its own database, empty or copied from one migrated once, dropped after it. The
+cluster is stopped and deleted at the end.
 """
 
 from __future__ import annotations

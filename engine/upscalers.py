@@ -179,8 +179,8 @@ class Upscaler:
     def _one_pass(self, rgb: np.ndarray, factor: int, tile: int | None, overlap: int) -> np.ndarray:
         """One run of the model over ``rgb`` (H×W×3 uint8), tiled, giving ``factor``× the size."""
         height, width = rgb.shape[:2]
-        tile_h, tile_w = (height, width) if tile is None else (min(tile, height), min(tile, width))
-        xs, ys = _tile_starts(width, tile_w, overlap), _tile_starts(height, tile_h, overlap)
+        xs, tile_w = _tiling(width, tile, overlap)
+        ys, tile_h = _tiling(height, tile, overlap)
         weights_x = _axis_weights(width, xs, tile_w, overlap, factor)
         weights_y = _axis_weights(height, ys, tile_h, overlap, factor)
         source = torch.from_numpy(rgb).permute(2, 0, 1).unsqueeze(0)  # 1×3×H×W uint8, shared
@@ -224,13 +224,16 @@ def _pass_factors(scale: int, factor: int) -> list[int]:
     return passes
 
 
-def _tile_starts(length: int, tile: int, overlap: int) -> list[int]:
-    """Starts of equal tiles covering ``length``, spread evenly, neighbours overlapping by at
-    least ``overlap``; the first starts at 0 and the last ends at ``length``."""
-    if length <= tile:
-        return [0]
+def _tiling(length: int, tile: int | None, overlap: int) -> tuple[list[int], int]:
+    """Starts and size of the fewest equal tiles of at most ``tile`` covering ``length``, spread
+    evenly with neighbours overlapping by at least ``overlap``; the first starts at 0 and the
+    last ends at ``length``. Tiles are shrunk to what that count needs: 256 pixels in tiles of
+    128 overlapping by 16 are three tiles of 96, not three of 128 overlapping by 64."""
+    if tile is None or length <= tile:
+        return [0], length
     count = math.ceil((length - overlap) / (tile - overlap))
-    return [round(i * (length - tile) / (count - 1)) for i in range(count)]
+    size = math.ceil((length + (count - 1) * overlap) / count)
+    return [round(i * (length - size) / (count - 1)) for i in range(count)], size
 
 
 def _axis_weights(

@@ -2,18 +2,21 @@
 
 from __future__ import annotations
 
+import itertools
 import pickle
 
 import numpy as np
 import pytest
 import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from PIL import Image
 from safetensors.torch import save_file
 
 from engine.loading import ModelLoadError
 from engine.requests import GenerationError
 from engine.tiny_extras import build_tiny_upscaler
-from engine.upscalers import load_upscaler
+from engine.upscalers import MIN_TILE, _tiling, load_upscaler
 
 
 @pytest.fixture(scope="module")
@@ -151,3 +154,18 @@ def test_bad_upscale_requests_are_refused(files):
         upscaler.upscale(image, 2, tile=16)
     with pytest.raises(GenerationError, match="overlap of 0 up to half a tile"):
         upscaler.upscale(image, 2, tile=64, overlap=40)
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    length=st.integers(1, 5000),
+    tile=st.integers(MIN_TILE, 1024),
+    overlap_share=st.floats(0, 0.5),
+)
+def test_tiles_are_bounded_and_cover_the_image_with_overlap(length, tile, overlap_share):
+    # The memory bound: however large the image, no tile is larger than asked for.
+    overlap = int(tile * overlap_share)
+    starts, size = _tiling(length, tile, overlap)
+    assert size <= tile and starts[0] == 0 and starts[-1] + size == length
+    for left, right in itertools.pairwise(starts):
+        assert left + size - right >= overlap

@@ -100,6 +100,10 @@ class ModelEntry:
         return self.native_size or self.family_info.native_side
 
     @property
+    def size_multiple(self) -> int:
+        return self.family_info.size_multiple
+
+    @property
     def samplers(self) -> tuple[str, ...]:
         """The samplers this model can run; all of them while the family is unknown."""
         return self.family_info.samplers if self.family else ()

@@ -10,7 +10,11 @@
   ``scribble_xdog`` preprocessor, in OpenCV: a pixel darker than its blurred surroundings is a
   line. ``lineart`` keeps the strength of each line (soft white lines on black); ``scribble``
   keeps only lines above the xDoG threshold, as solid strokes.
-- ``pose``: see :mod:`engine.control_maps` ``POSE_UNAVAILABLE`` below for why it is absent.
+- ``pose``: not available. The maintained detector that installs with Easel's dependencies is
+  transformers' ViTPose, but its image processor needs SciPy (its affine warp and heatmap
+  smoothing), which Easel does not install; controlnet_aux's OpenPose/DWPose detectors are a
+  further dependency and fetch their weights from the Hub at first use. A pose request gets
+  :data:`POSE_UNAVAILABLE`; a ready-made pose map can still be uploaded as a raw control image.
 
 All maps come back as RGB images of the upload's size; :func:`prepare_control_image` fits a map
 (made here or uploaded ready-made) to the size being generated, refusing a different shape.
@@ -107,7 +111,8 @@ def scribble_map(image: Image.Image, *, threshold: int = XDOG_THRESHOLD) -> Imag
 
 
 POSE_UNAVAILABLE = (
-    "Pose control is not available: it needs a body-pose detector, and none installs with Easel."
+    "Pose control is not available: Easel has no body-pose detector. Upload a ready-made "
+    "OpenPose map with --raw-control instead."
 )
 
 

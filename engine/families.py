@@ -39,6 +39,17 @@ class Family:
     embeddings: bool  # textual-inversion embeddings load into its CLIP encoders
     tiling: bool  # seamless tiling by circular convolution padding (a convolutional denoiser)
     negative: bool = True  # the pipeline takes a negative prompt with classifier-free guidance
+    # Width and height must be multiples of this: the VAE's 8, times the transformer's 2×2
+    # patches for SD3 and FLUX (their pipelines' checks).
+    size_multiple: int = 8
+
+    def size_problem(self, width: int, height: int, model: str) -> str | None:
+        if width % self.size_multiple == 0 and height % self.size_multiple == 0:
+            return None
+        return (
+            f"Model '{model}' ({self.label}) needs width and height in multiples of "
+            f"{self.size_multiple}, not {width}×{height}."
+        )
 
     def sampler_problem(self, sampler: str, model: str) -> str | None:
         if sampler in self.samplers:
@@ -107,6 +118,7 @@ FAMILIES: dict[str, Family] = {
         weighting=False,
         embeddings=False,
         tiling=False,
+        size_multiple=16,
     ),
     # FLUX.1 model cards: schnell 4 steps without guidance, dev 28-50 steps at (distilled)
     # guidance 3.5. Neither takes a negative prompt in its standard pipeline call.
@@ -123,6 +135,7 @@ FAMILIES: dict[str, Family] = {
         embeddings=False,
         tiling=False,
         negative=False,
+        size_multiple=16,
     ),
 }
 

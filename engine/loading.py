@@ -85,26 +85,46 @@ class LoadedModel:
         return pipe.unet if getattr(pipe, "unet", None) is not None else pipe.transformer
 
 
-def share_timestep_embedding(module: torch.nn.Module) -> None:
-    """Every image in a pipeline call is at the same timestep, so embed it once.
+def make_batch_invariant(pipe: Any) -> None:
+    """Make each image's pixels independent of how many images share its pipeline call.
 
-    Cheaper, and it keeps results independent of the batch size: a ``(batch, C)`` linear layer
-    can round differently for different batch sizes on CPU (MKL picks kernels by shape), while
-    the ``(1, C)`` embedding broadcasts over the batch in every ResNet block. The forward method
-    is wrapped in place, so module names stay those LoRA files address.
+    On a CPU a linear layer can round differently for different batch sizes (MKL picks its
+    kernels by shape), so a ``(batch, C)`` input gives bits that depend on the batch. Two
+    measures remove that: a U-Net's timestep embedding is computed once (every image in a call
+    is at the same timestep; cheaper too) and broadcast, and every other linear layer that sees a
+    ``(batch, C)`` input (SDXL's added conditioning, the transformers' AdaLayerNorm modulation)
+    runs one row at a time. Layers over tokens (``(batch, tokens, C)``) are independent of the
+    batch already. Forward methods are wrapped in place, so module names stay those LoRA files
+    address.
     """
-    inner = module.forward
+    unet = getattr(pipe, "unet", None)
+    denoiser = unet if unet is not None else pipe.transformer
+    if unet is not None:
+        embedding = unet.time_embedding
+        embed = embedding.forward
 
-    def forward(sample: torch.Tensor, condition: torch.Tensor | None = None) -> torch.Tensor:
-        if (
-            condition is None
-            and sample.shape[0] > 1
-            and torch.equal(sample, sample[:1].expand_as(sample))
-        ):
-            return inner(sample[:1])
-        return inner(sample, condition)
+        def shared(sample: torch.Tensor, condition: torch.Tensor | None = None) -> torch.Tensor:
+            if (
+                condition is None
+                and sample.shape[0] > 1
+                and torch.equal(sample, sample[:1].expand_as(sample))
+            ):
+                return embed(sample[:1])
+            return embed(sample, condition)
 
-    module.forward = forward  # type: ignore[method-assign]
+        embedding.forward = shared
+    for module in denoiser.modules():
+        if isinstance(module, torch.nn.Linear):
+            module.forward = _row_by_row(module.forward)
+
+
+def _row_by_row(forward: Any) -> Any:
+    def rows(x: torch.Tensor) -> torch.Tensor:
+        if x.dim() == 2 and x.shape[0] > 1:
+            return torch.cat([forward(x[i : i + 1]) for i in range(x.shape[0])])
+        return forward(x)
+
+    return rows
 
 
 def is_out_of_memory(exc: BaseException | None) -> bool:
@@ -321,12 +341,11 @@ def load_entry(
         # The image-side check is Easel's own hook (bot policy), not the pipeline's black square.
         pipe.safety_checker = None
     pipe.to(torch_device)
-    unet = getattr(pipe, "unet", None)
-    if unet is not None:
-        # Batch invariance: the timestep embedding once per step and the VAE one image at a
-        # time, so an image is byte-identical whether it ran alone or batched with others.
-        share_timestep_embedding(unet.time_embedding)
+    # Batch invariance: the denoiser as above and the VAE one image at a time, so an image is
+    # byte-identical whether it ran alone or batched with others.
+    make_batch_invariant(pipe)
     pipe.vae.enable_slicing()
+    unet = getattr(pipe, "unet", None)
     if torch_device.type == "cuda":
         torch.backends.cudnn.benchmark = False  # the same kernels every time, for reproducibility
     if compile_unet:

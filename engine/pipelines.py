@@ -2,8 +2,7 @@
 
 Each image gets its own CPU ``torch.Generator`` seeded from its request, its prompt embedded on
 its own (cached), and — with the measures in :mod:`engine.loading` — the same bits whether it runs
-alone or batched with others (U-Net families; the transformer families SD3 and FLUX are
-reproducible for the same batch, but batching may change their last bits on a CPU).
+alone or batched with others, in every family (on a CPU; GPUs promise run-to-run determinism).
 """
 
 from __future__ import annotations
@@ -103,6 +102,9 @@ def request_problem(request: GenerationRequest, model: LoadedModel) -> str | Non
     problem = family.sampler_problem(request.sampler, model.info.name)
     if problem is not None:
         return problem
+    problem = family.size_problem(request.width, request.height, model.info.name)
+    if problem is not None:
+        return problem
     if request.tile and not family.tiling:
         return (
             f"--tile is not available for model '{model.info.name}' ({family.label}): "
@@ -148,7 +150,7 @@ class Runner:
         texts = [t for r in requests for t in (r.prompt, r.negative)]
         embeddings, notes = self.adapters.embeddings_in(texts)
         adapters_key = (requests[0].loras, tuple(t for t, _ in embeddings))
-        cfg = requests[0].guidance > 1.0
+        cfg = _cfg(requests[0], self.model)
         encoded = [self._encode(r, cfg, adapters_key) for r in requests]
         groups: dict[tuple[Any, ...], list[int]] = {}
         for i, e in enumerate(encoded):
@@ -161,7 +163,7 @@ class Runner:
         :meth:`prepare`)."""
         first = requests[0]
         model = self.model
-        cfg = first.guidance > 1.0  # diffusers skips the unconditional pass at guidance <= 1
+        cfg = _cfg(first, model)
         prepared = self.prepare(requests)
         if len(prepared.groups) > 1:
             raise ValueError("requests whose embeddings differ in length cannot share a call")
@@ -194,8 +196,8 @@ class Runner:
             size = (first.width, first.height)
             kwargs["image"] = [_prepare(r.init_image(i), size) for r, i, _ in items]
             kwargs["strength"] = first.strength
-        if first.operation is Operation.TXT2IMG or model.family == "flux":
-            # FLUX's image-to-image pipeline does not take the size from the image.
+        if first.operation is Operation.TXT2IMG or model.family in ("sd3", "flux"):
+            # SD3's and FLUX's image-to-image pipelines do not take the size from the image.
             kwargs.update(width=first.width, height=first.height)
 
         scheduler = make_scheduler(first.sampler, model.scheduler_config, model.family)
@@ -242,6 +244,12 @@ class Runner:
             "vae_tiling": bool(big and first.operation is Operation.UPSCALE),
         }
         return RunOutput(out, repro, prepared.encoded, prepared.notes)
+
+
+def _cfg(request: GenerationRequest, model: LoadedModel) -> bool:
+    """Whether the call runs classifier-free guidance, doubling its batch: diffusers skips the
+    unconditional pass at guidance <= 1, and FLUX's guidance is no CFG at all."""
+    return request.guidance > 1.0 and model.family_info.negative
 
 
 def _prepare(image: Image.Image, size: tuple[int, int]) -> Image.Image:

@@ -49,13 +49,13 @@ def split_multi_prompt(text: str) -> list[Fragment]:
         for p in parts:
             if abs(p.weight) > MULTI_WEIGHT_MAX:
                 raise PromptTextError(
-                    f"The weight {p.weight:g} of '{p.text}' is too large; "
+                    f"the weight {p.weight:g} of '{p.text}' is too large; "
                     f"::weights go from -{MULTI_WEIGHT_MAX:g} to {MULTI_WEIGHT_MAX:g}."
                 )
         if parts and sum(p.weight for p in parts) <= 0:
             raise PromptTextError(
-                "The ::weights of the prompt add up to 0 or less; "
-                "at least the total must be positive (as in 'a still life:: fruit::-0.5')."
+                "the ::weights add up to 0 or less; their total must be above 0 "
+                "(as in 'a still life:: fruit::-0.5')."
             )
     return parts or [Fragment("", 1.0)]
 
@@ -122,6 +122,6 @@ def check_prompt_text(text: str) -> None:
             weight = float(m.group(1))
             if not 0 <= weight <= EMPHASIS_MAX:
                 raise PromptTextError(
-                    f"The emphasis weight {m.group(1)} is out of range; "
+                    f"the emphasis weight {m.group(1)} is out of range; "
                     f"(word:weight) goes from 0 to {EMPHASIS_MAX:g}."
                 )

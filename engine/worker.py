@@ -147,7 +147,9 @@ class Engine:
                 raise unknown_lora(name, self.pool.loras)
         if entry.family is not None:
             family = FAMILIES[entry.family]
-            problem = family.sampler_problem(request.sampler, entry.name)
+            problem = family.sampler_problem(request.sampler, entry.name) or family.size_problem(
+                request.width, request.height, entry.name
+            )
             if problem is None and request.tile and not family.tiling:
                 problem = (
                     f"--tile is not available for model '{entry.name}' ({family.label}): "

@@ -113,7 +113,7 @@ def test_invalid_prompts_name_the_problem(text, error, fragment):
 
 
 def test_unknown_parameter_lists_the_known_ones():
-    with pytest.raises(PromptSyntaxError, match=r"--ar, --cfg, --count, --no"):
+    with pytest.raises(PromptSyntaxError, match=r"--ar, --cfg, --count, --fast, --lora, --model"):
         parse_prompt("fox --cfg-free 1")
 
 

@@ -16,17 +16,19 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from bot.core.moderation import (
-    _LEXICON,
-    _NEGATIVE_LEXICON,
     BlocklistTermInvalid,
     BlockPattern,
     Category,
     Verdict,
-    _Group,
     check_prompt,
     compile_blocklist_term,
     normalise,
 )
+from bot.core.moderation.terms import Group as _Group
+from bot.core.moderation.terms import lexicons
+
+_LEXICON = lexicons().words
+_NEGATIVE_LEXICON = lexicons().negative_words
 
 DATA = Path(__file__).parent / "data" / "moderation"
 ADVERSARIAL = json.loads((DATA / "adversarial.json").read_text(encoding="utf-8"))

@@ -10,6 +10,7 @@ from PIL import Image
 from bot.client import EaselBot
 from bot.core.grammar import Defaults, Limits
 from bot.core.service import Service, ServiceConfig
+from bot.processes import is_alive
 from engine.worker import Engine
 
 WAIT = 30.0
@@ -47,15 +48,53 @@ class Harness:
         self.data_dir = tmp_path / "data"
         self.engines: list[Engine] = []
 
-    def service(self, *, start=True, **config) -> Service:
+    def service(self, *, start=True, classifier=None, **config) -> Service:
         engine = Engine(self.model, preview_interval=0.01, max_per_owner=50, queue_size=200)
         if start:
             engine.start()
         self.engines.append(engine)
-        cfg = ServiceConfig(
-            limits=Limits(), defaults=Defaults(steps=6), max_queued_per_user=50, **config
+        config.setdefault("max_queued_per_user", 50)
+        cfg = ServiceConfig(limits=Limits(), defaults=Defaults(steps=6), **config)
+        return Service(
+            self.store, self.files, engine, cfg, classifier=classifier, is_alive=is_alive
         )
-        return Service(self.store, self.files, engine, cfg)
+
+    async def text(self, name: str, options: dict | None = None, **kw) -> str:
+        """A command answered with text only (privately): that text."""
+        interaction = await self.fake.slash(name, options or {}, **kw)
+        return (await self.answer(interaction))["content"]
+
+    async def answer(self, interaction) -> dict:
+        """The interaction's first message with content: its answer (or its first status)."""
+        return await self.fake.wait_for_message(
+            lambda m: (
+                m["id"] in ([interaction.original_id, *interaction.followup_ids])
+                and bool(m["content"])
+            ),
+            timeout=WAIT,
+        )
+
+    async def refused(self, interaction) -> str:
+        """The ❌ line an interaction was answered with."""
+        message = await self.fake.wait_for_message(
+            lambda m: (
+                m["id"] in ([interaction.original_id, *interaction.followup_ids])
+                and "❌" in m["content"]
+            ),
+            timeout=WAIT,
+        )
+        return message["content"]
+
+    async def forget_me(self, user) -> None:
+        """/forget-me, confirmed."""
+        asked = await self.fake.slash("forget-me", user=user)
+        await asked.wait_for_response(WAIT)
+        prompt = asked.original
+        (button,) = custom_ids(prompt)
+        await self.fake.click(prompt, button, user=user)
+        await self.fake.wait_for_message(
+            lambda m: m["id"] == prompt["id"] and "Done" in m["content"], timeout=WAIT
+        )
 
     @asynccontextmanager
     async def bot(self, service: Service | None = None):

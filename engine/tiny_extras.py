@@ -204,17 +204,18 @@ def build_tiny_captioner(directory: Path) -> Path:
     return _build_once(Path(directory) / "tiny-blip", build)
 
 
-def _tiny_unet(data_dir: Path):
+def _tiny_unet(data_dir: Path, model: str):
     from diffusers import UNet2DConditionModel
 
     from engine.tiny import tiny_model_folder
 
-    return UNet2DConditionModel.from_pretrained(tiny_model_folder(Path(data_dir)) / "unet")
+    return UNet2DConditionModel.from_pretrained(tiny_model_folder(Path(data_dir), model) / "unet")
 
 
-def build_tiny_controlnet(directory: Path, *, data_dir: Path) -> Path:
-    """A ControlNet for the tiny model (``ControlNetModel.from_unet`` on its U-Net), saved as a
-    diffusers folder. ``data_dir`` is where the tiny model is (or will be) cached.
+def build_tiny_controlnet(directory: Path, *, data_dir: Path, model: str = "tiny") -> Path:
+    """A ControlNet for a tiny U-Net model (``tiny``, ``tiny-sdxl``), made with
+    ``ControlNetModel.from_unet`` from its U-Net and saved as a diffusers folder. ``data_dir`` is
+    where the tiny model is (or will be) cached.
 
     A real ControlNet starts with zero convolutions and learns them; left at zero its output
     would be exactly nothing, so they are filled with seeded random values (as diffusers' own
@@ -227,7 +228,7 @@ def build_tiny_controlnet(directory: Path, *, data_dir: Path) -> Path:
 
         torch.manual_seed(0)
         controlnet = ControlNetModel.from_unet(
-            _tiny_unet(data_dir), conditioning_embedding_out_channels=(8, 8, 16, 16)
+            _tiny_unet(data_dir, model), conditioning_embedding_out_channels=(8, 8, 16, 16)
         )
         embedding = controlnet.controlnet_cond_embedding
         zero_convs = [*controlnet.controlnet_down_blocks, controlnet.controlnet_mid_block]
@@ -244,11 +245,12 @@ def build_tiny_controlnet(directory: Path, *, data_dir: Path) -> Path:
                 torch.nn.init.normal_(conv.bias, std=0.5)
         controlnet.save_pretrained(tmp, safe_serialization=True)
 
-    return _build_once(Path(directory) / "tiny-controlnet", build)
+    return _build_once(Path(directory) / f"{model}-controlnet", build)
 
 
-def build_tiny_ip_adapter(directory: Path, *, data_dir: Path) -> Path:
-    """A plain IP-Adapter for the tiny model, laid out as ``h94/IP-Adapter``: load it with
+def build_tiny_ip_adapter(directory: Path, *, data_dir: Path, model: str = "tiny") -> Path:
+    """A plain IP-Adapter for a tiny U-Net model (``tiny``, ``tiny-sdxl``), laid out as
+    ``h94/IP-Adapter`` (whose SDXL adapters use the same layout in ``sdxl_models/``): load it with
     ``pipe.load_ip_adapter(folder, subfolder=IP_ADAPTER_SUBFOLDER,
     weight_name=IP_ADAPTER_WEIGHT_NAME)`` (the image encoder is ``models/image_encoder``).
 
@@ -264,7 +266,7 @@ def build_tiny_ip_adapter(directory: Path, *, data_dir: Path) -> Path:
         from safetensors.torch import save_file
         from transformers import CLIPVisionConfig, CLIPVisionModelWithProjection
 
-        unet = _tiny_unet(data_dir)
+        unet = _tiny_unet(data_dir, model)
         cross_dim = unet.config.cross_attention_dim
         torch.manual_seed(0)
         encoder = CLIPVisionModelWithProjection(
@@ -302,4 +304,4 @@ def build_tiny_ip_adapter(directory: Path, *, data_dir: Path) -> Path:
             models / IP_ADAPTER_WEIGHT_NAME,
         )
 
-    return _build_once(Path(directory) / "tiny-ip-adapter", build)
+    return _build_once(Path(directory) / f"{model}-ip-adapter", build)

@@ -118,7 +118,7 @@ class Catalogue:
     ) -> None:
         self.path = path
         self._entries: dict[str, ModelEntry] = {}
-        for entry in entries:
+        for entry in map(_with_native, entries):
             key = entry.name.casefold()
             if key in self._entries:
                 raise CatalogueError(f"{_where(path)}: two models are called '{entry.name}'.")
@@ -220,7 +220,7 @@ def load_catalogue(path: Path | None, default_model: str) -> Catalogue:
             source=default_model,
             family=detect_family(default_model),
         )
-        return Catalogue([_with_native(entry)], entry.name)
+        return Catalogue([entry], entry.name)
     try:
         data = tomllib.loads(Path(path).read_text(encoding="utf-8"))
     except OSError as exc:
@@ -357,7 +357,7 @@ def _entry(path: Path, name: str, table: Any) -> ModelEntry:
         default_sampler=sampler,
         native_size=native,
     )
-    return _with_native(entry)
+    return entry
 
 
 def _resolve_source(source: str, catalogue: Path | None) -> str:

@@ -356,6 +356,7 @@ def load_entry(
     img2img = AutoPipelineForImage2Image.from_pipe(pipe)
     img2img.set_progress_bar_config(disable=True)
     native = entry.native_size or _native_side(pipe)
+    size = _module_bytes(pipe)
     info = ModelInfo(
         name=entry.name,
         family=family,
@@ -364,8 +365,8 @@ def load_entry(
         device=str(torch_device),
         dtype=str(torch_dtype).removeprefix("torch."),
         source=source,
+        size_bytes=size,
     )
-    size = _module_bytes(pipe)
     log.info(
         "Model %s (%s, %spx, %.2f GB) on %s in %s.",
         entry.name,

@@ -160,6 +160,7 @@ class ModelInfo:
     device: str
     dtype: str
     source: str = ""  # where the weights come from: Hub id, folder, file, or a tiny model
+    size_bytes: int = 0  # the weights in memory, once loaded
 
 
 @dataclass(frozen=True)

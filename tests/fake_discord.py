@@ -136,7 +136,6 @@ CALLBACK_AUTOCOMPLETE_RESULT = 8
 CALLBACK_MODAL = 9
 
 # Message flags (docs: resources/message "Message Flags").
-FLAG_CROSSPOSTED = 1 << 0
 FLAG_SUPPRESS_EMBEDS = 1 << 2
 FLAG_EPHEMERAL = 1 << 6
 FLAG_LOADING = 1 << 7

@@ -198,6 +198,13 @@ async def bot(fake: FakeDiscord) -> AsyncIterator[DemoBot]:
         yield bot
 
 
+def general(fake: FakeDiscord, bot: DemoBot) -> discord.TextChannel:
+    """The bot's view of the fake's default text channel."""
+    channel = bot.get_channel(int(fake.channel_id))
+    assert isinstance(channel, discord.TextChannel)
+    return channel
+
+
 async def imagine_and_wait(fake: FakeDiscord, prompt: str) -> dict:
     interaction = await fake.slash("imagine", {"prompt": prompt})
     return await interaction.wait_for_followup(timeout=WAIT)
@@ -386,8 +393,7 @@ async def test_unknown_routes_are_recorded(fake: FakeDiscord, bot: DemoBot) -> N
 
 
 async def test_channel_messages_round_trip(fake: FakeDiscord, bot: DemoBot) -> None:
-    channel = bot.get_channel(int(fake.channel_id))
-    assert isinstance(channel, discord.TextChannel)
+    channel = general(fake, bot)
     echoed = asyncio.create_task(
         bot.wait_for("message", check=lambda m: m.content == "hello", timeout=WAIT)
     )
@@ -464,8 +470,7 @@ async def test_ephemeral_messages_are_reachable_only_through_the_interaction_web
 ) -> None:
     await fake.slash("reveal", {"hidden": True})
     first = await asyncio.wait_for(bot.sent.get(), WAIT)
-    channel = bot.get_channel(int(fake.channel_id))
-    assert isinstance(channel, discord.TextChannel)
+    channel = general(fake, bot)
 
     with pytest.raises(discord.NotFound) as fetched:
         await channel.fetch_message(first.id)
@@ -484,8 +489,8 @@ async def test_ephemeral_messages_are_reachable_only_through_the_interaction_web
 async def test_the_bot_needs_channel_permissions_to_post_but_not_to_respond(
     fake: FakeDiscord, bot: DemoBot
 ) -> None:
-    channel = bot.get_channel(int(fake.channel_id))
-    assert isinstance(channel, discord.TextChannel) and channel.guild.me is not None
+    channel = general(fake, bot)
+    assert channel.guild.me is not None
     updated = asyncio.create_task(bot.wait_for("guild_channel_update", timeout=WAIT))
     fake.set_bot_permissions(fake.channel_id, send_messages=False)
     await updated
@@ -498,8 +503,8 @@ async def test_the_bot_needs_channel_permissions_to_post_but_not_to_respond(
     # An interaction in the same channel is answered through its webhook all the same.
     message = await imagine_and_wait(fake, "still allowed")
     assert message["content"] == "**still allowed**"
-    seen = [await asyncio.wait_for(bot.seen.get(), WAIT)]
-    assert seen[0].app_permissions.send_messages is False
+    seen = await asyncio.wait_for(bot.seen.get(), WAIT)
+    assert seen.app_permissions.send_messages is False  # the interaction says so, too
 
     fake.set_bot_permissions(fake.channel_id, view_channel=False)
     with pytest.raises(discord.Forbidden) as hidden:
@@ -510,8 +515,7 @@ async def test_the_bot_needs_channel_permissions_to_post_but_not_to_respond(
 async def test_files_embeds_and_history_need_their_own_permissions(
     fake: FakeDiscord, bot: DemoBot
 ) -> None:
-    channel = bot.get_channel(int(fake.channel_id))
-    assert isinstance(channel, discord.TextChannel)
+    channel = general(fake, bot)
     earlier = await channel.send("earlier")
     fake.set_bot_permissions(
         fake.channel_id, attach_files=False, embed_links=False, read_message_history=False
@@ -601,8 +605,7 @@ async def test_uploads_over_the_guild_limit_are_refused(fake: FakeDiscord, bot: 
 async def test_deleted_messages_are_unknown_by_either_token(
     fake: FakeDiscord, bot: DemoBot
 ) -> None:
-    channel = bot.get_channel(int(fake.channel_id))
-    assert isinstance(channel, discord.TextChannel)
+    channel = general(fake, bot)
     posted = await channel.send("progress 10%")
     fake.delete_message(posted.id)
     with pytest.raises(discord.NotFound) as edit:
@@ -632,8 +635,7 @@ async def test_message_flags_are_stored_as_sent(fake: FakeDiscord, bot: DemoBot)
     message = await imagine_and_wait(fake, "a map of https://example.com")
     assert message["flags"] & 4  # SUPPRESS_EMBEDS, set on the follow-up that resolved the defer
 
-    channel = bot.get_channel(int(fake.channel_id))
-    assert isinstance(channel, discord.TextChannel)
+    channel = general(fake, bot)
     plain = await channel.send("see https://example.com", suppress_embeds=True)
     assert fake.get_message(plain.id)["flags"] == 4
     # EPHEMERAL and LOADING are not a channel message's to set.
@@ -682,8 +684,7 @@ async def test_threads_and_forum_posts_reach_the_bot_as_threads(
 async def test_allowed_mentions_of_every_message_and_edit_are_recorded(
     fake: FakeDiscord, bot: DemoBot
 ) -> None:
-    channel = bot.get_channel(int(fake.channel_id))
-    assert isinstance(channel, discord.TextChannel)
+    channel = general(fake, bot)
     bob = f"<@{fake.other_user_id}>"
     loud = await channel.send(f"hi {bob} @everyone")
     assert fake.pings(loud.id) == [bob, "@everyone"]

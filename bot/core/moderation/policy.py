@@ -10,7 +10,7 @@ from enum import StrEnum
 from bot.core.moderation.blocklist import BlockPattern, compiled
 from bot.core.moderation.fold import native_text
 from bot.core.moderation.normalise import normalise
-from bot.core.moderation.terms import Group, Lexicon, lexicons
+from bot.core.moderation.terms import Group, LexiconSet, lexicons
 
 
 class Category(StrEnum):
@@ -66,12 +66,13 @@ def _first(hits: Sequence[tuple[Group, str]], *groups: Group) -> str | None:
     return next((phrase for group, phrase in hits if group in groups), None)
 
 
-def _scan(text: str, words: Lexicon, native: Lexicon) -> list[tuple[Group, str]]:
+def _scan(text: str, lexicons: LexiconSet) -> list[tuple[Group, str]]:
     """Hits in the normalised words of ``text`` and in its native-script letters."""
-    hits = words.scan(normalise(text, native=False).split())
+    hits = lexicons.words.scan(normalise(text, native=False).split())
     letters = native_text(text)
     if letters:
-        hits += native.scan(letters)
+        for lexicon in lexicons.native:
+            hits += lexicon.scan(letters)
     return hits
 
 
@@ -91,9 +92,9 @@ def check_prompt(
     holds the server's terms, as typed or compiled; an invalid stored term is skipped.
     """
     lex = lexicons()
-    hits = _scan(prompt, lex.words, lex.native)
+    hits = _scan(prompt, lex.prompt)
     if negative:
-        negative_hits = _scan(negative, lex.negative_words, lex.negative_native)
+        negative_hits = _scan(negative, lex.negative)
         clothing = _first(negative_hits, Group.NEGATIVE_CLOTHING)
         if clothing is not None:
             hits.append((Group.EXPLICIT, f"--no {clothing}"))

@@ -65,51 +65,50 @@ _NUMERALS = frozenset("0123456789〇零一二三四五六七八九十百千两�
 class Lexicon:
     """Phrases → group, with the phrase lengths (longest first) that start with each token.
 
-    Tokens are words (``sep`` " ") or, for native scripts, characters (``sep`` ""); phrases in
-    ``anchored`` only match at the start of a word (after a space). In characters, a phrase that
-    starts with a numeral never starts inside a number: "0歳" (0 years old) is not in "20歳".
+    ``mode`` is how its language files match (see the module's docs): in ``"words"`` the tokens
+    are words; otherwise they are the characters of :func:`fold.native_text`, and phrases start
+    anywhere (``"substrings"``) or only after a space (``"word_starts"``). In characters, a
+    phrase that starts with a numeral never starts inside a number: "0歳" (0 years old) is not
+    in "20歳".
     """
 
     phrases: dict[str, Group]
     starts: dict[str, tuple[int, ...]]
-    sep: str = " "
-    anchored: frozenset[str] = frozenset()
+    mode: str = "words"
 
     @classmethod
-    def build(
-        cls,
-        groups: Iterable[tuple[Group, Iterable[str]]],
-        *,
-        sep: str = " ",
-        anchored: Iterable[str] = (),
-    ) -> Lexicon:
+    def build(cls, groups: Iterable[tuple[Group, Iterable[str]]], mode: str = "words") -> Lexicon:
         phrases: dict[str, Group] = {}
         for group, entries in groups:  # earlier groups win a phrase listed twice
             for phrase in entries:
                 phrases.setdefault(phrase, group)
         lengths: dict[str, set[int]] = {}
         for phrase in phrases:
-            tokens = phrase.split(sep) if sep else phrase
+            tokens = phrase.split(" ") if mode == "words" else phrase
             lengths.setdefault(tokens[0], set()).add(len(tokens))
         starts = {t: tuple(sorted(ns, reverse=True)) for t, ns in lengths.items()}
-        return cls(phrases, starts, sep, frozenset(anchored) & phrases.keys())
+        return cls(phrases, starts, mode)
 
     def scan(self, tokens: Sequence[str]) -> list[tuple[Group, str]]:
-        """Every listed phrase in ``tokens``, longest first at each position; safe ones skipped:
-        the tokens of a safe phrase count for nothing else. An explicit word inside a photo-only
-        phrase counts as that phrase: "a torso nudo" (bare-chested) is not nudity."""
+        """Every listed phrase in ``tokens`` (words, or a native text), longest first at each
+        position; safe ones skipped: the tokens of a safe phrase count for nothing else. An
+        explicit word inside a photo-only phrase counts as that phrase: "a torso nudo"
+        (bare-chested) is not nudity."""
+        sep = " " if self.mode == "words" else ""
+        word_starts = self.mode == "word_starts"
         hits: list[tuple[Group, str]] = []
         shield = 0  # the end of the last photo-only phrase
         i, n = 0, len(tokens)
         while i < n:
             found: tuple[Group, str, int] | None = None
-            for length in self.starts.get(tokens[i], ()):
-                if i + length <= n:
-                    phrase = self.sep.join(tokens[i : i + length])
-                    group = self.phrases.get(phrase)
-                    if group is not None and self._starts_here(phrase, tokens, i):
-                        found = (group, phrase, length)
-                        break
+            if not (word_starts and i > 0 and tokens[i - 1] != " "):
+                for length in self.starts.get(tokens[i], ()):
+                    if i + length <= n:
+                        phrase = sep.join(tokens[i : i + length])
+                        group = self.phrases.get(phrase)
+                        if group is not None and not self._inside_number(phrase, tokens, i):
+                            found = (group, phrase, length)
+                            break
             if found is None:
                 i += 1
             elif found[0] in _SKIPPED:
@@ -122,13 +121,26 @@ class Lexicon:
                 i += 1
         return hits
 
-    def _starts_here(self, phrase: str, tokens: Sequence[str], i: int) -> bool:
-        if self.sep or i == 0:
-            return True
-        before = tokens[i - 1]
-        if phrase in self.anchored and before != " ":
-            return False
-        return not (phrase[0] in _NUMERALS and before in _NUMERALS)
+    def _inside_number(self, phrase: str, tokens: Sequence[str], i: int) -> bool:
+        return (
+            self.mode == "substrings"
+            and i > 0
+            and phrase[0] in _NUMERALS
+            and tokens[i - 1] in _NUMERALS
+        )
+
+
+@dataclass(frozen=True)
+class LexiconSet:
+    """The lexicons of one purpose (the prompt, or the negative prompt), one a match mode."""
+
+    words: Lexicon  # ASCII words of the normalised prompt
+    substrings: Lexicon  # native-script text (fold.native_text), anywhere: ja, zh
+    word_starts: Lexicon  # native-script text, at word starts: ko, ar
+
+    @property
+    def native(self) -> tuple[Lexicon, Lexicon]:
+        return (self.substrings, self.word_starts)
 
 
 @dataclass(frozen=True)
@@ -147,10 +159,8 @@ class Lexicons:
     nobody says which one they type in, and prompts mix them."""
 
     languages: tuple[Language, ...]
-    words: Lexicon  # ASCII words of the normalised prompt
-    native: Lexicon  # native-script text (fold.native_text)
-    negative_words: Lexicon
-    negative_native: Lexicon
+    prompt: LexiconSet
+    negative: LexiconSet
     # Every word of every listed ASCII phrase: leetspeak and spaced-out letters are decoded
     # towards these.
     vocabulary: frozenset[str]
@@ -209,6 +219,8 @@ class _Expander:
 
 
 def _fold(entry: str, match: str, source: str) -> str:
+    if match != "word_starts" and _WORD_END in entry:
+        raise ValueError(f"{source}: {entry!r}: '$' (end of word) needs match = 'word_starts'")
     if match == "words":
         folded = ascii_words(entry)
     else:
@@ -224,7 +236,8 @@ def _fold(entry: str, match: str, source: str) -> str:
     return folded
 
 
-def _language(code: str, text: str) -> Language:
+def parse_language(code: str, text: str) -> Language:
+    """One terms file, ``text``, checked, expanded and folded (``code``: its name)."""
     source = f"terms/{code}.toml"
     data = tomllib.loads(text)
     unknown = data.keys() - {"name", "match", "prefixes", "lists", "terms"}
@@ -248,15 +261,13 @@ def _language(code: str, text: str) -> Language:
     return Language(code=code, name=data.get("name", code), match=match, phrases=phrases)
 
 
-def _lexicon(languages: Sequence[Language], groups: Sequence[Group], *, native: bool) -> Lexicon:
-    chosen = [lang for lang in languages if (lang.match != "words") == native]
-    entries = [(g, sorted(p for lang in chosen for p in lang.phrases[g])) for g in groups]
-    if not native:
-        return Lexicon.build(entries)
-    anchored = (
-        p for lang in chosen if lang.match == "word_starts" for g in groups for p in lang.phrases[g]
-    )
-    return Lexicon.build(entries, sep="", anchored=anchored)
+def _lexicons(languages: Sequence[Language], groups: Sequence[Group]) -> LexiconSet:
+    def build(mode: str) -> Lexicon:
+        chosen = [lang for lang in languages if lang.match == mode]
+        entries = [(g, sorted(p for lang in chosen for p in lang.phrases[g])) for g in groups]
+        return Lexicon.build(entries, mode)
+
+    return LexiconSet(build("words"), build("substrings"), build("word_starts"))
 
 
 @lru_cache(maxsize=1)
@@ -265,23 +276,21 @@ def lexicons() -> Lexicons:
     folder = resources.files("bot.core.moderation") / "terms"
     files = sorted((f for f in folder.iterdir() if f.name.endswith(".toml")), key=lambda f: f.name)
     languages = tuple(
-        _language(f.name.removesuffix(".toml"), f.read_text(encoding="utf-8")) for f in files
+        parse_language(f.name.removesuffix(".toml"), f.read_text(encoding="utf-8")) for f in files
     )
-    words = _lexicon(languages, _PROMPT_GROUPS, native=False)
-    negative_words = _lexicon(languages, _NEGATIVE_GROUPS, native=False)
+    prompt = _lexicons(languages, _PROMPT_GROUPS)
+    negative = _lexicons(languages, _NEGATIVE_GROUPS)
     vocabulary = frozenset(
         word
-        for lexicon in (words, negative_words)
+        for lexicon in (prompt.words, negative.words)
         for phrase in lexicon.phrases
         for word in phrase.split(" ")
         if len(word) > 1
     )
     return Lexicons(
         languages=languages,
-        words=words,
-        native=_lexicon(languages, _PROMPT_GROUPS, native=True),
-        negative_words=negative_words,
-        negative_native=_lexicon(languages, _NEGATIVE_GROUPS, native=True),
+        prompt=prompt,
+        negative=negative,
         vocabulary=vocabulary,
         prefixes=frozenset(word[:end] for word in vocabulary for end in range(len(word) + 1)),
         # Room for the longest listed word, plus symbols that may read as nothing ("|", "!").

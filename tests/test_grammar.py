@@ -13,11 +13,13 @@ from bot.core.errors import (
     EaselError,
     EmptyPrompt,
     InvalidInput,
+    NotFound,
     ParameterOutOfRange,
     PromptSyntaxError,
     UnknownPreset,
 )
 from bot.core.grammar import (
+    MIDJOURNEY_HABITS,
     SAMPLERS,
     SEED_MAX,
     Defaults,
@@ -25,13 +27,17 @@ from bot.core.grammar import (
     Limits,
     ParsedPrompt,
     aspect_to_size,
+    check_default,
+    expand_permutations,
     format_parsed,
     format_spec,
     parse_preset,
     parse_prompt,
+    parse_prompts,
     resolve,
 )
 from bot.core.metadata import format_parameters, parse_parameters
+from engine.catalogue import Catalogue, ModelEntry
 
 VALID = [
     ("a red fox in snow", ParsedPrompt("a red fox in snow")),
@@ -61,6 +67,22 @@ VALID = [
     # "--" inside words, and dashes that start no parameter, belong to the prompt.
     ("well--known fox -- at dusk — slowly", ParsedPrompt("well--known fox -- at dusk — slowly")),
     ("fox --seed +7", ParsedPrompt("fox", seed=7)),
+    # Models, LoRAs (A1111's tag in the prompt, or --lora, several), --fast.
+    ("fox --model sdxl-turbo", ParsedPrompt("fox", model="sdxl-turbo")),
+    ("fox --lora grain", ParsedPrompt("fox", loras=(("grain", 1.0),))),
+    (
+        "fox --lora grain:0.5 --lora film:-1 --loras wood:2, ink",
+        ParsedPrompt("fox", loras=(("grain", 0.5), ("film", -1.0), ("wood", 2.0), ("ink", 1.0))),
+    ),
+    (
+        "a <lora:grain:0.8> fox <LORA:wood> in snow --lora ink:0.3",
+        ParsedPrompt("a fox in snow", loras=(("grain", 0.8), ("wood", 1.0), ("ink", 0.3))),
+    ),
+    ("fox --fast", ParsedPrompt("fox", fast=True)),
+    # Weights stay in the prompt for the engine; they are only checked here.
+    ("a (red:1.5) fox, [blurry]", ParsedPrompt("a (red:1.5) fox, [blurry]")),
+    ("a cat::2 a hat::-0.5", ParsedPrompt("a cat::2 a hat::-0.5")),
+    ("{red, blue} car", ParsedPrompt("{red, blue} car")),  # parse_prompts expands these
 ]
 
 INVALID = [
@@ -96,6 +118,30 @@ INVALID = [
     ("fox --preset nope", UnknownPreset, "no preset called 'nope'"),
     ("fox --preset Bad!Name", PromptSyntaxError, "preset name"),
     ("x" * 1001, ParameterOutOfRange, "the limit is 1000"),
+    ("fox --model", PromptSyntaxError, "--model needs a value"),
+    ("fox --model ../../etc", PromptSyntaxError, "--model takes a model's name"),
+    ("fox --model a --model b", PromptSyntaxError, "--model is given twice"),
+    ("fox --lora", PromptSyntaxError, "--lora needs a value"),
+    ("fox --lora a:x", PromptSyntaxError, "The weight of LoRA 'a' must be a number"),
+    ("fox --lora a:4.5", ParameterOutOfRange, "The weight of LoRA 'a' must be from -4 to 4"),
+    ("fox --lora bad/name", PromptSyntaxError, "--lora takes NAME or NAME:WEIGHT"),
+    ("fox --lora a --lora A:2", PromptSyntaxError, "LoRA 'A' is given twice"),
+    ("a <lora:a> fox --lora a", PromptSyntaxError, "LoRA 'a' is given twice"),
+    ("fox --lora a,b,c,d,e", ParameterOutOfRange, "5 LoRAs were given; the limit is 4"),
+    ("a <lora:a:1:0.5> fox", PromptSyntaxError, "one weight, as in <lora:NAME:0.8>"),
+    ("a <lora:a:lots> fox", PromptSyntaxError, "The weight of LoRA 'a' must be a number"),
+    ("fox --fast yes", PromptSyntaxError, "--fast takes no value"),
+    ("a (red:7) fox", PromptSyntaxError, "In the prompt, the emphasis weight 7 is out of range"),
+    ("fox --no (cars:9)", PromptSyntaxError, "In the --no, the emphasis weight 9"),
+    ("a cat::-2 a hat", PromptSyntaxError, "the ::weights add up to 0 or less"),
+    ("a cat::500", PromptSyntaxError, "::weights go from -100 to 100"),
+    ("fox --v 6", PromptSyntaxError, "no Midjourney versions; choose a model with --model"),
+    ("fox --niji 6", PromptSyntaxError, "choose a model with --model NAME"),
+    ("fox --chaos 40", PromptSyntaxError, "has no --chaos"),
+    ("fox --stylize 250", PromptSyntaxError, "the nearest is --cfg"),
+    ("fox --s 250", PromptSyntaxError, "the nearest is --cfg"),
+    ("fox --q 2", PromptSyntaxError, "the nearest is --steps"),
+    ("fox --style raw", PromptSyntaxError, "--preset NAME"),
 ]
 
 
@@ -110,6 +156,14 @@ def test_invalid_prompts_name_the_problem(text, error, fragment):
         parse_prompt(text)
     assert fragment in str(info.value)
     assert isinstance(info.value, InvalidInput)
+
+
+def test_every_midjourney_habit_names_an_easel_equivalent():
+    for name, message in MIDJOURNEY_HABITS.items():
+        with pytest.raises(PromptSyntaxError) as info:
+            parse_prompt(f"fox --{name} 1")
+        assert str(info.value) == message
+        assert "--" in message or "{" in message  # names what to use instead
 
 
 def test_unknown_parameter_lists_the_known_ones():
@@ -265,6 +319,8 @@ def test_parameter_soup_raises_only_domain_errors(prompt, params):
 words = (
     st.text(st.characters(codec="utf-8", exclude_categories=("Cs", "Cc")), min_size=1)
     .map(lambda s: " ".join(s.replace("-", "").replace("\u2014", "").replace("\u2013", "").split()))
+    # Weight syntax (":" in "(word:1.5)", "::", "<lora:…>") is generated apart, kept valid.
+    .map(lambda s: s.replace(":", " ").replace("<", " ").strip())
     .filter(bool)
 )
 
@@ -306,5 +362,191 @@ def test_parse_of_format_is_the_same_spec(spec: GenerationSpec):
 @settings(max_examples=300, deadline=None)
 @given(specs)
 def test_parsed_round_trip(spec: GenerationSpec):
+    parsed = parse_prompt(format_spec(spec))
+    assert parse_prompt(format_parsed(parsed)) == parsed
+
+
+# -- permutations ------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("a car", ["a car"]),
+        ("a {red, blue} car", ["a red car", "a blue car"]),
+        ("a {red,{dark, light} blue} car", ["a red car", "a dark blue car", "a light blue car"]),
+        (r"a {x\, y, z} car", ["a x, y car", "a z car"]),
+        ("{a, b} {c, d}", ["a c", "a d", "b c", "b d"]),
+        ("a {} car", ["a car"]),
+        ("fox --ar {1:1, 16:9}", ["fox --ar 1:1", "fox --ar 16:9"]),
+    ],
+)
+def test_permutations_expand_in_order(text, expected):
+    assert expand_permutations(text) == expected
+
+
+@pytest.mark.parametrize(
+    ("text", "error", "fragment"),
+    [
+        ("a {red, blue car", PromptSyntaxError, "has no matching '}'"),
+        ("a red} car", PromptSyntaxError, "'}' has no matching '{'"),
+        ("{a, b, c} {d, e}", ParameterOutOfRange, "make 6 prompts; the limit is 4"),
+        ("{a,b,c,d,e,f,g,h,i,j} " * 4, ParameterOutOfRange, "far too many"),
+    ],
+)
+def test_bad_permutations_are_refused(text, error, fragment):
+    with pytest.raises(error, match=fragment):
+        expand_permutations(text, 4)
+
+
+def test_parse_prompts_makes_one_prompt_per_permutation():
+    prompts = parse_prompts("a {red, blue} fox --ar {1:1, 2:1} --seed 3")
+    assert [(p.prompt, p.aspect) for p in prompts] == [
+        ("a red fox", (1, 1)),
+        ("a red fox", (2, 1)),
+        ("a blue fox", (1, 1)),
+        ("a blue fox", (2, 1)),
+    ]
+    assert {p.seed for p in prompts} == {3}
+    with pytest.raises(ParameterOutOfRange, match="the limit is 2"):
+        parse_prompts("{a, b, c} fox", limits=Limits(max_permutations=2))
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    st.lists(st.lists(st.text("xyz ", min_size=1, max_size=3), min_size=1, max_size=3), max_size=3)
+)
+def test_permutations_are_the_product_of_the_options(groups):
+    text = " ".join("{" + ", ".join(options) + "}" for options in groups) or "plain"
+    expected = 1
+    for options in groups:
+        expected *= len(options)
+    assert len(expand_permutations(text, limit=10**6)) == expected
+
+
+# -- models ------------------------------------------------------------------------------------
+
+CATALOGUE = Catalogue(
+    [
+        ModelEntry("sd15", "tiny", "sd1", fast="sd15-lcm"),
+        ModelEntry(
+            "sd15-lcm",
+            "tiny",
+            "sd1",
+            few_step=True,
+            default_steps=4,
+            default_guidance=1.0,
+            default_sampler="lcm",
+        ),
+        ModelEntry("schnell", "tiny-flux", "flux", native_size=1024),
+        ModelEntry("mystery", "some/hub-model"),  # family unknown until loaded
+    ],
+    "sd15",
+)
+
+
+def test_resolve_picks_the_model_and_its_defaults():
+    user = Defaults(steps=40, sampler="ddim")
+    spec = resolve(parse_prompt("fox"), layers=[user], models=CATALOGUE)
+    assert (spec.model, spec.steps, spec.sampler) == ("sd15", 40, "ddim")  # the user's taste
+    assert (spec.width, spec.height) == (64, 64)  # the tiny model's native size
+    fast = resolve(parse_prompt("fox --fast"), layers=[user], models=CATALOGUE)
+    # A few-step model's own defaults win over the user's: 40 LCM steps would spoil it.
+    assert (fast.model, fast.steps, fast.guidance, fast.sampler) == ("sd15-lcm", 4, 1.0, "lcm")
+    typed = resolve(parse_prompt("fox --model SD15-LCM --steps 6"), layers=[user], models=CATALOGUE)
+    assert (typed.model, typed.steps) == ("sd15-lcm", 6)  # typed parameters win over everything
+    chosen = resolve(parse_prompt("fox"), layers=[Defaults(model="schnell")], models=CATALOGUE)
+    assert chosen.model == "schnell"
+
+
+def test_a_family_default_gives_way_to_the_installation_and_fits_the_family():
+    installation = Defaults(steps=8)
+    flux = resolve(
+        parse_prompt("fox --model schnell --ar 16:9"),
+        layers=[Defaults(sampler="euler_a"), installation],
+        models=CATALOGUE,
+    )
+    # FLUX runs only with euler: a default sampler it cannot run gives way to its own.
+    assert (flux.steps, flux.sampler, flux.guidance) == (8, "euler", 0.0)
+    assert flux.width % 16 == 0 and flux.height % 16 == 0 and flux.width > flux.height
+    assert flux.width * flux.height <= 1024 * 1024
+    with pytest.raises(InvalidInput, match=r"'schnell' \(FLUX.1\) runs with the sampler euler"):
+        resolve(parse_prompt("fox --model schnell --sampler ddim"), models=CATALOGUE)
+    unknown = resolve(parse_prompt("fox --model mystery --sampler ddim"), models=CATALOGUE)
+    assert unknown.sampler == "ddim"  # the family is not known yet: the engine checks later
+
+
+def test_models_and_loras_that_do_not_exist_are_named():
+    with pytest.raises(NotFound, match=r"no model called 'sdxl'\. Models: sd15, sd15-lcm,"):
+        resolve(parse_prompt("fox --model sdxl"), models=CATALOGUE)
+    with pytest.raises(InvalidInput, match="'schnell' has no fast variant"):
+        resolve(parse_prompt("fox --model schnell --fast"), models=CATALOGUE)
+    with pytest.raises(InvalidInput, match="--fast needs a model catalogue"):
+        resolve(parse_prompt("fox --fast"))
+    with pytest.raises(NotFound, match=r"no LoRA called 'ink'\. LoRAs: film, grain"):
+        resolve(parse_prompt("fox --lora ink"), loras=["grain", "film"])
+    spec = resolve(parse_prompt("fox --lora GRAIN:0.5"), loras=["grain"], models=CATALOGUE)
+    assert spec.loras == (("GRAIN", 0.5),)
+
+
+def test_model_is_a_default_like_the_others():
+    assert check_default("model", "sdxl-turbo") == "sdxl-turbo"
+    with pytest.raises(PromptSyntaxError, match="model's name"):
+        check_default("model", "not a name")
+
+
+def test_format_spec_remakes_model_and_loras():
+    spec = resolve(
+        parse_prompt("a <lora:grain:0.5> fox --fast --seed 9 --lora film:-1"),
+        models=CATALOGUE,
+    )
+    text = format_spec(spec)
+    assert text.startswith("a fox --ar 1:1 --seed 9 --steps 4 --cfg 1 --sampler lcm --count 4")
+    assert text.endswith("--model sd15-lcm --lora grain:0.5 --lora film:-1")
+    assert resolve(parse_prompt(text), models=CATALOGUE) == spec
+
+
+# Prompt text with the weighting syntax users type, kept valid.
+weighted_words = st.builds(
+    lambda w, kind, x: {
+        0: f"({w}:{x})",
+        1: f"({w})",
+        2: f"[{w}]",
+        3: f"{w}::{x}",
+        4: w,
+    }[kind],
+    st.from_regex(r"[a-z]{1,8}", fullmatch=True),
+    st.integers(0, 4),
+    st.integers(1, 500).map(lambda x: _n(x / 100)),
+)
+
+
+def _n(x: float) -> str:
+    return str(int(x)) if x.is_integer() else str(x)
+
+
+lora_lists = st.lists(
+    st.tuples(
+        st.from_regex(r"[a-z][a-z0-9_-]{0,10}", fullmatch=True),
+        st.integers(-400, 400).map(lambda x: x / 100),
+    ),
+    max_size=4,
+    unique_by=lambda t: t[0],
+)
+model_names = st.one_of(
+    st.none(),
+    st.from_regex(r"[a-z0-9][a-z0-9_-]{0,12}(/[a-z0-9][a-z0-9_-]{0,12})?", fullmatch=True),
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(specs, st.lists(weighted_words, min_size=1, max_size=5), model_names, lora_lists)
+def test_parse_of_format_is_the_same_spec_with_models_loras_and_weights(
+    spec: GenerationSpec, prompt_words, model, loras
+):
+    from dataclasses import replace
+
+    spec = replace(spec, prompt=" ".join(prompt_words), model=model or "", loras=tuple(loras))
+    assert resolve(parse_prompt(format_spec(spec))) == spec
     parsed = parse_prompt(format_spec(spec))
     assert parse_prompt(format_parsed(parsed)) == parsed

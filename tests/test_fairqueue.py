@@ -74,3 +74,28 @@ def test_remove():
     assert q.remove(lambda x: x == "a1") == "a1"
     assert q.remove(lambda x: x == "zz") is None
     assert q.order() == ["b1"] and len(q) == 1
+
+
+def test_memory_of_served_owners_is_bounded_and_fairness_kept():
+    q: FairQueue[str] = FairQueue(max_items=10, max_per_owner=5, remember=50)
+    for i in range(10_000):  # a server's worth of users, each sending one job
+        q.push(f"user{i}", f"job{i}")
+        assert q.pop_batch(0) == [f"job{i}"]
+    assert len(q._served) <= 50
+    # A recent owner is still remembered: coming straight back, they wait behind a newcomer.
+    q.push("user9999", "again")
+    q.push("newcomer", "first")
+    assert q.order() == ["first", "again"]
+
+
+def test_waiting_owners_are_never_forgotten():
+    q: FairQueue[str] = FairQueue(max_items=10, max_per_owner=5, remember=3)
+    q.push("old", "o1")
+    q.push("old", "o2")
+    assert q.pop_batch(0) == ["o1"]  # "old" was served and still waits with o2
+    for i in range(20):
+        q.push(f"n{i}", f"n{i}")
+        q.pop_batch(0)  # newcomers go first; "old" keeps its turn record meanwhile
+    assert "old" in q._served
+    q.push("late", "l1")
+    assert q.order() == ["l1", "o2"]

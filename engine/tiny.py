@@ -335,6 +335,34 @@ def build_tiny(folder: Path, name: str = "tiny") -> Path:
     return folder
 
 
+def build_tiny_lora(
+    data_dir: Path, folder: Path, name: str, model: str = "tiny", seed: int = 1
+) -> Path:
+    """A random LoRA for the tiny model ``model`` (rank 4, on the denoiser's attention
+    projections; its up weights random, not zero, so that it changes the output), saved into
+    ``folder`` as diffusers saves trained LoRAs. For tests, benchmarks and the offline demo."""
+    import torch
+    from diffusers import DiffusionPipeline
+    from peft import LoraConfig
+    from peft.utils import get_peft_model_state_dict
+
+    pipe = DiffusionPipeline.from_pretrained(tiny_model_folder(data_dir, model))
+    unet = getattr(pipe, "unet", None)
+    denoiser = unet if unet is not None else pipe.transformer
+    torch.manual_seed(seed)
+    denoiser.add_adapter(
+        LoraConfig(r=4, lora_alpha=4, target_modules=["to_q", "to_k", "to_v", "to_out.0"])
+    )
+    for key, weight in denoiser.named_parameters():
+        if "lora_B" in key:
+            torch.nn.init.normal_(weight, std=0.5)
+    part = "unet_lora_layers" if unet is not None else "transformer_lora_layers"
+    layers = {part: get_peft_model_state_dict(denoiser)}
+    Path(folder).mkdir(parents=True, exist_ok=True)
+    type(pipe).save_lora_weights(folder, weight_name=f"{name}.safetensors", **layers)
+    return Path(folder) / f"{name}.safetensors"
+
+
 def tiny_model_folder(data_dir: Path, name: str = "tiny") -> Path:
     """The cached tiny model ``name``, built on first use."""
     if name not in _BUILDERS:

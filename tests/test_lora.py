@@ -1,5 +1,5 @@
 """LoRAs and textual-inversion embeddings from their folders, through diffusers and PEFT, on
-tiny models; the LoRA and embedding files are made here with PEFT and safetensors."""
+tiny models; the LoRA files are made with PEFT (engine.tiny), the embeddings here."""
 
 from __future__ import annotations
 
@@ -10,40 +10,19 @@ from safetensors.torch import save_file
 from engine.catalogue import Catalogue, ModelEntry
 from engine.pool import ModelPool
 from engine.requests import GenerationError, GenerationRequest, NotAvailable, Operation, UnknownLora
-from engine.tiny import tiny_model_folder
+from engine.tiny import build_tiny_lora
 from engine.worker import Engine
 
 TIMEOUT = 60
 FAMILIES = {"tiny": "sd1", "tiny-sdxl": "sdxl", "tiny-sd3": "sd3", "tiny-flux": "flux"}
 
 
-def make_lora(model_dir, folder, name: str, model: str = "tiny", seed: int = 1) -> None:
-    """A LoRA on the attention projections of ``model``'s denoiser, with random (not zero) up
-    weights so that it changes the output, saved as diffusers saves trained LoRAs."""
-    from diffusers import DiffusionPipeline
-    from peft import LoraConfig
-    from peft.utils import get_peft_model_state_dict
-
-    pipe = DiffusionPipeline.from_pretrained(tiny_model_folder(model_dir, model))
-    denoiser = pipe.unet if model in ("tiny", "tiny-sdxl") else pipe.transformer
-    torch.manual_seed(seed)
-    denoiser.add_adapter(
-        LoraConfig(r=4, lora_alpha=4, target_modules=["to_q", "to_k", "to_v", "to_out.0"])
-    )
-    for key, weight in denoiser.named_parameters():
-        if "lora_B" in key:
-            torch.nn.init.normal_(weight, std=0.5)
-    layers = get_peft_model_state_dict(denoiser)
-    part = "unet_lora_layers" if model in ("tiny", "tiny-sdxl") else "transformer_lora_layers"
-    type(pipe).save_lora_weights(folder, weight_name=f"{name}.safetensors", **{part: layers})
-
-
 @pytest.fixture(scope="module")
 def folders(model_dir, tmp_path_factory):
     loras = tmp_path_factory.mktemp("loras")
-    make_lora(model_dir, loras, "grain")
-    make_lora(model_dir, loras, "wood", seed=2)
-    make_lora(model_dir, loras, "flux-grain", model="tiny-flux")
+    build_tiny_lora(model_dir, loras, "grain")
+    build_tiny_lora(model_dir, loras, "wood", seed=2)
+    build_tiny_lora(model_dir, loras, "flux-grain", model="tiny-flux")
     (loras / "with space.safetensors").write_bytes((loras / "wood.safetensors").read_bytes())
     embeddings = tmp_path_factory.mktemp("embeddings")
     torch.manual_seed(3)

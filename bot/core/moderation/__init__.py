@@ -12,7 +12,8 @@ The sections:
   Japanese, Korean and Arabic in their own script;
 * :mod:`~bot.core.moderation.blocklist` compiles a server's own terms;
 * :mod:`~bot.core.moderation.policy` decides: :func:`check_prompt` returns a :class:`Verdict`,
-  and :func:`second_opinion` adds what a learned classifier found.
+  and :func:`second_opinion` adds what a learned classifier found (its model side is
+  ``engine/text_safety.py``; :func:`classifier_scores` asks it and logs a failure).
 
 Matching is on whole words and phrases (n-gram look-ups in a dict, no regex alternation), so
 "Scunthorpe", "analysis" or "cocktail" never match, and the cost is linear in the prompt.
@@ -79,6 +80,7 @@ from bot.core.moderation.policy import (
     Category,
     Verdict,
     check_prompt,
+    classifier_scores,
     second_opinion,
 )
 
@@ -91,6 +93,7 @@ __all__ = [
     "Category",
     "Verdict",
     "check_prompt",
+    "classifier_scores",
     "compile_blocklist_term",
     "normalise",
     "second_opinion",

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import logging
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from enum import StrEnum
 
@@ -11,6 +12,8 @@ from bot.core.moderation.blocklist import BlockPattern, compiled
 from bot.core.moderation.fold import native_text
 from bot.core.moderation.normalise import normalise
 from bot.core.moderation.terms import Group, LexiconSet, lexicons
+
+log = logging.getLogger(__name__)
 
 
 class Category(StrEnum):
@@ -129,6 +132,18 @@ def check_prompt(
 
 # The categories a classifier scores, in the order a refusal is decided (as in check_prompt).
 CLASSIFIER_CATEGORIES = (Category.MINORS, Category.UNDRESS_PHOTO, Category.NSFW)
+
+
+def classifier_scores(
+    classify: Callable[[str], Mapping[str, float]], prompt: str
+) -> Mapping[str, float] | None:
+    """``classify(prompt)``, or None when the classifier fails: the failure is logged, and
+    :func:`second_opinion` decides what it means. Blocking: call it off the event loop."""
+    try:
+        return classify(prompt)
+    except Exception:  # a model at run time can fail in many ways; each means "no opinion"
+        log.warning("The text classifier failed; deciding without it.", exc_info=True)
+        return None
 
 
 def _classifier_verdict(

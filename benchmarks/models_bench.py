@@ -7,6 +7,9 @@
    both); and the load itself (``ModelPool.acquire``) cold vs warm.
 2. LoRA: the same job with a LoRA (already loaded, as after the first use) vs without, and the
    first LoRA job of a model (which loads the file).
+3. weights: what real models hold in memory (what EASEL_MODEL_MEMORY counts), from their
+   published architectures built with diffusers' and transformers' own classes on torch's
+   "meta" device: parameters counted exactly, no weights downloaded or allocated.
 
 Ratios come from one run, rounds interleaved so that drift in machine speed hits both sides.
 The tiny models load in a fraction of a second; real models take seconds to minutes from disk,
@@ -131,6 +134,97 @@ def bench_lora(data_dir: Path, rounds: int) -> dict[str, Any]:
     }
 
 
+def real_model_weights() -> dict[str, Any]:
+    """Parameters of SD 1.5, SDXL (and SDXL-Turbo, the same architecture) and FLUX.1-schnell,
+    with the component configurations of their Hub repositories."""
+    import torch
+    from diffusers import AutoencoderKL, FluxTransformer2DModel, UNet2DConditionModel
+    from transformers import (
+        CLIPTextConfig,
+        CLIPTextModel,
+        CLIPTextModelWithProjection,
+        T5Config,
+        T5EncoderModel,
+    )
+
+    def count(module: Any) -> int:
+        return sum(p.numel() for p in module.parameters())
+
+    def vae(channels: int) -> Any:
+        return AutoencoderKL(
+            block_out_channels=(128, 256, 512, 512),
+            down_block_types=("DownEncoderBlock2D",) * 4,
+            up_block_types=("UpDecoderBlock2D",) * 4,
+            latent_channels=channels,
+            layers_per_block=2,
+            use_quant_conv=channels == 4,
+            use_post_quant_conv=channels == 4,
+        )
+
+    with torch.device("meta"):
+        clip_l = count(
+            CLIPTextModel(
+                CLIPTextConfig(hidden_size=768, intermediate_size=3072, num_attention_heads=12)
+            )
+        )
+        clip_g = count(
+            CLIPTextModelWithProjection(
+                CLIPTextConfig(
+                    hidden_size=1280,
+                    intermediate_size=5120,
+                    num_attention_heads=20,
+                    num_hidden_layers=32,
+                    projection_dim=1280,
+                )
+            )
+        )
+        sd15_unet = count(
+            UNet2DConditionModel(
+                block_out_channels=(320, 640, 1280, 1280),
+                cross_attention_dim=768,
+                attention_head_dim=8,
+            )
+        )
+        sdxl_unet = count(
+            UNet2DConditionModel(
+                block_out_channels=(320, 640, 1280),
+                down_block_types=("DownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D"),
+                up_block_types=("CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "UpBlock2D"),
+                transformer_layers_per_block=(1, 2, 10),
+                attention_head_dim=(5, 10, 20),
+                cross_attention_dim=2048,
+                addition_embed_type="text_time",
+                addition_time_embed_dim=256,
+                projection_class_embeddings_input_dim=2816,
+                use_linear_projection=True,
+            )
+        )
+        flux = count(FluxTransformer2DModel())  # its defaults are FLUX.1's configuration
+        t5 = count(
+            T5EncoderModel(
+                T5Config(
+                    d_model=4096,
+                    d_ff=10240,
+                    d_kv=64,
+                    num_heads=64,
+                    num_layers=24,
+                    feed_forward_proj="gated-gelu",
+                )
+            )
+        )
+        vae4, vae16 = count(vae(4)), count(vae(16))
+    models = {
+        "sd15": (sd15_unet + clip_l + vae4, 2),
+        "sdxl": (sdxl_unet + clip_l + clip_g + vae4, 2),
+        "sdxl-turbo": (sdxl_unet + clip_l + clip_g + vae4, 2),
+        "flux-schnell": (flux + t5 + clip_l + vae16, 2),  # bfloat16: also 2 bytes
+    }
+    return {
+        name: {"parameters": params, "gb_half_precision": params * size / 1e9}
+        for name, (params, size) in models.items()
+    }
+
+
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results/models.json"))
@@ -150,6 +244,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             "steps": STEPS,
             "switch": bench_switch(data_dir, args.rounds),
             "lora": bench_lora(data_dir, args.rounds),
+            "real_weights": real_model_weights(),
         }
     s, lo = results["switch"], results["lora"]
     rows = [
@@ -170,6 +265,10 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         else:
             text = f"{value * 1000:.1f} ms" if value >= 1e-3 else f"{value * 1e6:.0f} µs"
         print(f"{label:<52} {text:>12}")
+    print(f"{'weights of real models (half precision)':<52} {'GB':>12}")
+    for name, size in results["real_weights"].items():
+        label = f"{name} ({size['parameters'] / 1e9:.2f} B parameters)"
+        print(f"{label:<52} {size['gb_half_precision']:>12.2f}")
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(results, indent=2))
     print(f"wrote {args.out}")

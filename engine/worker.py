@@ -254,7 +254,15 @@ class Engine:
             self._health.alive = self._thread is not None and self._thread.is_alive()
             self._health.queued = len(self._queue)
             self._health.running = len(self._running)
-            return EngineHealth(**vars(self._health))
+            health = EngineHealth(**vars(self._health))
+        health.extra = {
+            **health.extra,
+            "models_loaded": [m.name for m in self.pool.loaded()],
+            "model_memory_bytes": self.pool.used_bytes(),
+            "model_loads": self.pool.loads,
+            "model_evictions": self.pool.evictions,
+        }
+        return health
 
     # -- the thread ----------------------------------------------------------------------------
 

@@ -267,6 +267,8 @@ def test_idle_models_are_unloaded_to_stay_within_the_memory_budget(model_dir, ma
     assert [m.name for m in pool.loaded()] == ["tiny"]
     assert (pool.loads, pool.evictions) == (3, 2)
     assert pixels(again) == pixels(first)  # reloaded from disk, the same model
+    health = engine.health().extra
+    assert health["models_loaded"] == ["tiny"] and health["model_evictions"] == 2
 
     roomy = ModelPool(catalogue("tiny", "tiny-sdxl"), data_dir=model_dir, memory_budget=10**12)
     roomy_engine = make_engine(roomy)

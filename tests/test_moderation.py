@@ -171,7 +171,7 @@ def test_transliterated_and_romanised_prompts():
     assert check_prompt("hadaka no onna").term == "hadaka"
     assert check_prompt("luoti nvren").term == "luoti"
     assert check_prompt("golaya devochka").category is Category.MINORS
-    assert check_prompt("hadaka no shoujo", nsfw_allowed=True).category is Category.MINORS
+    assert check_prompt("hadaka no joshikousei", nsfw_allowed=True).category is Category.MINORS
 
 
 def test_mixed_languages_combine_into_one_verdict():

@@ -469,6 +469,18 @@ def test_blocklist_term_invalid(term):
     assert "blocklist term" in str(raised.value)
 
 
+def test_blocklist_entries_in_scripts_without_spaces_are_found_inside_words():
+    blocked = [compile_blocklist_term("裸体"), "ヌード", "알몸"]
+    for prompt in ["美丽的裸体女人", "ヌードモデル", "여자의 알몸을"]:
+        verdict = check_prompt(prompt, nsfw_allowed=True, blocklist=blocked)
+        assert verdict.category is Category.BLOCKLIST, prompt
+    assert check_prompt("a cat", "ヌードモデル", blocklist=blocked).category is Category.BLOCKLIST
+    assert check_prompt("美丽的女人", blocklist=blocked).allowed
+    # A mixed entry keeps matching whole words only: "red" must be there too.
+    assert not compile_blocklist_term("red 裸体").matches("裸体女人")
+    assert compile_blocklist_term("red 裸体").matches("red 裸体")
+
+
 def test_blocklist_applies_to_prompt_and_negative():
     assert check_prompt("a red dress", blocklist=["red dress"]).category is Category.BLOCKLIST
     verdict = check_prompt("a cat", "red dress", blocklist=["red dress"])

@@ -66,9 +66,14 @@ own):
 
 Known limits (listed in tests/data/moderation/adversarial.json under "known_gaps"): words split
 into multi-letter pieces ("na ked"), run together ("nakedwoman"), censored with "*" ("n*de"),
-written upside down, or replaced by euphemisms. Doubled letters are not undone ("nuude" stays),
-because that turns "rapped" into "raped"; three or more are ("nuuude"). Single letters in a row
-are joined, so a spelled-out innocent word may read as a listed one ("s e x t a n t" → "sex").
+written upside down, or replaced by euphemisms in any language ("como Dios la trajo al mundo").
+Doubled letters are not undone ("nuude" stays), because that turns "rapped" into "raped"; three
+or more are ("nuuude"). Single letters in a row are joined, so a spelled-out innocent word may
+read as a listed one ("s e x t a n t" → "sex"). A German separable verb with words between its
+parts ("zieht sich vor dem Spiegel aus"), a Korean compound written without its space, a Chinese
+homophone written with another character, and Arabic in Latin letters and digits ("3arya") are
+not matched. A server's blocklist entry in Chinese, Japanese, Korean or Arabic matches its
+transliteration, as whole words, not the native text.
 """
 
 from bot.core.moderation.blocklist import BlocklistTermInvalid, BlockPattern, compile_blocklist_term

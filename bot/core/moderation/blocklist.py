@@ -2,6 +2,8 @@
 
 An entry is normalised like a prompt, so it blocks the spellings that evade it ("dr4g*n" blocks
 "dragon", "drаgon" with a Cyrillic "а"), and matched on whole words of the normalised prompt.
+An entry written only in Chinese, Japanese, Korean or Arabic letters is also found inside the
+prompt's text in those scripts, where words have no spaces around them ("裸体" in "裸体女人").
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ from dataclasses import dataclass, field
 from functools import lru_cache
 
 from bot.core.errors import InvalidInput
+from bot.core.moderation.fold import native_text
 from bot.core.moderation.normalise import normalise
 
 
@@ -29,12 +32,18 @@ class BlockPattern:
     term: str  # as the admin typed it
     normalised: str  # as matched, "*" included
     regex: re.Pattern[str] = field(repr=False, compare=False)
+    # An entry of native-script letters only, as they are found in fold.native_text ("" else).
+    native: str = ""
 
     def matches_normalised(self, normalised_text: str) -> bool:
         return self.regex.search(normalised_text) is not None
 
+    def matches_native(self, letters: str) -> bool:
+        """Whether the entry is in ``letters``, a prompt's :func:`fold.native_text`."""
+        return bool(self.native) and self.native in letters
+
     def matches(self, text: str) -> bool:
-        return self.matches_normalised(normalise(text))
+        return self.matches_normalised(normalise(text)) or self.matches_native(native_text(text))
 
 
 def compile_blocklist_term(term: str) -> BlockPattern:
@@ -64,7 +73,13 @@ def compile_blocklist_term(term: str) -> BlockPattern:
     if len(pieces) > 1:
         pattern += f"{_WORD_CHARS}*{pieces[-1]}"
     regex = re.compile(f"{pattern}(?![a-z0-9])")
-    return BlockPattern(term=term, normalised=normalised.replace(_WILDCARD, "*"), regex=regex)
+    only_native = not normalise(term, native=False)
+    return BlockPattern(
+        term=term,
+        normalised=normalised.replace(_WILDCARD, "*"),
+        regex=regex,
+        native=native_text(term.replace("*", " ")).strip() if only_native else "",
+    )
 
 
 @lru_cache(maxsize=4096)

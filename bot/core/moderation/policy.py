@@ -69,12 +69,12 @@ def _first(hits: Sequence[tuple[Group, str]], *groups: Group) -> str | None:
     return next((phrase for group, phrase in hits if group in groups), None)
 
 
-def _scan(text: str, lexicons: LexiconSet) -> list[tuple[Group, str]]:
+def _scan(text: str, tables: LexiconSet) -> list[tuple[Group, str]]:
     """Hits in the normalised words of ``text`` and in its native-script letters."""
-    hits = lexicons.words.scan(normalise(text, native=False).split())
+    hits = tables.words.scan(normalise(text, native=False).split())
     letters = native_text(text)
     if letters:
-        for lexicon in lexicons.native:
+        for lexicon in tables.native:
             hits += lexicon.scan(letters)
     return hits
 
@@ -116,13 +116,12 @@ def check_prompt(
     explicit = _first(hits, Group.EXPLICIT)
     if explicit is not None and not nsfw_allowed:
         return Verdict(False, Category.NSFW, term=explicit)
-    text = normalise(prompt) if blocklist else ""
-    negative_text = normalise(negative) if blocklist and negative else ""
+    texts = [(normalise(t), native_text(t)) for t in (prompt, negative) if t] if blocklist else []
     for entry in blocklist:
         pattern = entry if isinstance(entry, BlockPattern) else compiled(entry)
         if pattern is None:
             continue
-        if pattern.matches_normalised(text) or pattern.matches_normalised(negative_text):
+        if any(pattern.matches_normalised(w) or pattern.matches_native(n) for w, n in texts):
             return Verdict(False, Category.BLOCKLIST, term=pattern.term)
     return ALLOWED
 

@@ -40,7 +40,9 @@ class Group(Enum):
     EXPLICIT = "explicit"  # nudity and sexual acts → NSFW; with a minor → MINORS; photo → hard
     MINOR = "minor"  # a child in the picture; alone it passes
     SUGGESTIVE = "suggestive"  # sexualising, not explicit: refused with a minor or a photo
-    PHOTO_ONLY = "photo_only"  # harmless in text ("x-ray", "swimsuit"), undressing on a photo
+    # Harmless in text ("x-ray", "swimsuit"), undressing on a photo. An explicit word inside one
+    # counts as it: "uomo a torso nudo" is a shirtless man, not nudity.
+    PHOTO_ONLY = "photo_only"
     NEGATIVE_SAFE = "negative_safe"  # innocent phrases in a negative prompt ("clothes hanger")
     NEGATIVE_CLOTHING = "negative_clothing"  # banned in a negative prompt, they ask for nudity
 

@@ -17,7 +17,14 @@ from bot.core.errors import ConfigError
 from bot.core.service import Service, ServiceConfig
 from bot.processes import is_alive, this_process
 from bot.settings import Settings, load_settings
-from bot.store.db import current_revision, make_engine, make_sessionmaker, safe_url, upgrade
+from bot.store.db import (
+    current_revision,
+    make_engine,
+    make_sessionmaker,
+    safe_url,
+    upgrade,
+    url_password,
+)
 from bot.store.files import ImageFiles
 from bot.store.repos import Store
 from engine.requests import EngineHealth, EngineStopped, ModelInfo, QueuedJob
@@ -40,6 +47,11 @@ def configure_logging(level: str = "INFO") -> None:
         logging.getLogger(name).setLevel(max(logging.WARNING, logging.getLevelName(level)))
     # transformers warns at import time that torchvision is absent; it is not needed here.
     os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+
+
+def db_password(settings: Settings) -> str:
+    """The database password, to keep out of the logs ("" when there is none)."""
+    return url_password(settings.db_url)
 
 
 def printable_db_url(settings: Settings) -> str:

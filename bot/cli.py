@@ -386,7 +386,7 @@ async def _dispatch(args: argparse.Namespace) -> int:
             )
         from bot.logs import install_redaction
 
-        install_redaction([token])
+        install_redaction([token, app.db_password(settings)])
         if args.command == "sync-commands":
             from bot.client import sync_commands
 

@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import os
+import signal
+import sqlite3
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -12,30 +15,77 @@ from PIL import Image
 
 
 @pytest.fixture
-def run(tmp_path, model_dir, tiny_model):
+def environment(tmp_path, model_dir, tiny_model):
     data = tmp_path / "data"
     data.mkdir()
     (data / "models").symlink_to(model_dir / "models")  # reuse the session's tiny model
 
-    def run(*args: str, **env: str) -> subprocess.CompletedProcess[str]:
-        environment = {
+    def environment(**env: str) -> dict[str, str]:
+        values = {
             **{k: v for k, v in os.environ.items() if not k.startswith("EASEL_")},
             "EASEL_DATA_DIR": str(data),
             "EASEL_DEFAULT_STEPS": "4",
             "HF_HUB_OFFLINE": "1",
             **env,
         }
-        environment.pop("DISCORD_TOKEN", None)
+        values.pop("DISCORD_TOKEN", None)
+        return values
+
+    return environment
+
+
+@pytest.fixture
+def run(environment, tmp_path):
+    def run(*args: str, **env: str) -> subprocess.CompletedProcess[str]:
         return subprocess.run(
             [sys.executable, "-m", "bot", *args],
             capture_output=True,
             text=True,
-            env=environment,
+            env=environment(**env),
             cwd=tmp_path,
             timeout=300,
         )
 
     return run
+
+
+def test_a_killed_imagine_holds_no_job_slot(run, environment, tmp_path):
+    """SIGKILL an `easel imagine` mid-job: the next one runs (the killed job held the only
+    slot), and the killed job is closed as failed, charged nothing, never left running."""
+    env = environment(EASEL_MAX_QUEUED_PER_USER="1", EASEL_MAX_STEPS="500")
+    slow = subprocess.Popen(
+        [sys.executable, "-m", "bot", "imagine", "a slow castle --steps 500"],
+        env=env,
+        cwd=tmp_path,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    database = tmp_path / "data" / "easel.db"
+    try:
+        deadline = time.monotonic() + 120
+        while _job_state(database) != "running":
+            assert slow.poll() is None, "the slow job finished before it could be killed"
+            assert time.monotonic() < deadline, "the slow job never started"
+            time.sleep(0.1)
+    finally:
+        os.kill(slow.pid, signal.SIGKILL)
+        slow.wait()
+    result = run("imagine", "a quick castle --count 1", EASEL_MAX_QUEUED_PER_USER="1")
+    assert result.returncode == 0, result.stderr
+    with sqlite3.connect(database) as db:
+        state, error, charged = db.execute(
+            "SELECT state, error, charged_images FROM job WHERE prompt = 'a slow castle'"
+        ).fetchone()
+    assert (state, charged) == ("failed", 0) and "stopped" in error
+
+
+def _job_state(database: Path) -> str | None:
+    try:
+        with sqlite3.connect(database) as db:
+            row = db.execute("SELECT state FROM job ORDER BY id DESC LIMIT 1").fetchone()
+    except sqlite3.Error:
+        return None
+    return row[0] if row else None
 
 
 def job_id(stdout: str) -> str:

@@ -4,14 +4,17 @@ fake Discord server: slash commands, buttons, modals, restarts, expiry, rate lim
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import io
 import logging
+import re
+import secrets
 
 import pytest
 from PIL import Image
+from sqlalchemy.engine import make_url
 
 from bot.core.models import JobKind, JobState
-from bot.logs import install_redaction
 from tests.harness import GRID_IDS, WAIT, custom_ids, image_of, job_id_of
 
 pytestmark = pytest.mark.e2e
@@ -173,15 +176,22 @@ async def test_a_rate_limit_from_discord_is_survived(h):
 
 
 async def test_mentions_in_prompts_ping_nobody(h):
+    """Every message and edit Easel sends, uploads (multipart: payload_json + files) included,
+    carries allowed_mentions that ping nobody."""
     async with h.bot():
-        _, grid = await h.imagine("@everyone look at this <@123> --seed 1")
-    bodies = [r.body for r in h.fake.requests_to("PATCH", r"/webhooks/")]
-    assert bodies and all(
-        b.get("allowed_mentions") == {"parse": []}
-        for b in bodies
-        if isinstance(b, dict) and "content" in b
-    )
-    assert "@everyone" in grid["content"]
+        _, grid = await h.imagine("@everyone look at this <@123> <@&77> --seed 1")
+        single = await h.done(await h.fake.click(grid, f"easel:u:{job_id_of(grid)}:0"))
+    sent = [
+        r.body.get("payload_json", r.body) if isinstance(r.body, dict) else {}
+        for r in h.fake.requests
+        if r.method in ("POST", "PATCH")
+        and re.search(r"/(webhooks|channels|interactions)/", r.path)
+    ]
+    with_content = [b for b in sent if isinstance(b, dict) and "content" in b]
+    uploads = [r for r in h.fake.requests if isinstance(r.body, dict) and "files" in r.body]
+    assert uploads and len(with_content) >= 4  # the grids and images themselves are checked
+    assert all(b.get("allowed_mentions") == {"parse": []} for b in with_content), with_content
+    assert "@everyone" in grid["content"] and "@everyone" in single["content"]
 
 
 async def test_jobs_left_unfinished_are_resumed_and_delivered_to_the_channel(h):
@@ -273,26 +283,45 @@ async def test_commands_are_synced_only_when_they_change(h):
     assert h.fake.command_writes == writes
 
 
-async def test_logs_never_hold_tokens(h, caplog):
-    stream = io.StringIO()
-    handler = logging.StreamHandler(stream)
+async def test_the_real_start_up_never_logs_a_secret(
+    fake, postgres_url, model_dir, tmp_path, monkeypatch, capfd
+):
+    """`easel run` as an operator starts it, at DEBUG: neither the bot token, nor an
+    interaction token, nor the database password reaches a log line."""
+    from bot import cli
+
+    token = "MTEx." + secrets.token_urlsafe(48)
+    password = "hunter2-" + secrets.token_hex(8)
+    fake.token = token
+    data = tmp_path / "data"
+    data.mkdir()
+    (data / "models").symlink_to(model_dir / "models")
+    monkeypatch.setenv("DISCORD_TOKEN", token)
+    monkeypatch.setenv("EASEL_DATA_DIR", str(data))
+    url = make_url(postgres_url).set(password=password)  # trust authentication ignores it
+    monkeypatch.setenv("EASEL_DATABASE_URL", url.render_as_string(hide_password=False))
+    monkeypatch.setenv("EASEL_LOG_LEVEL", "DEBUG")
+    monkeypatch.setenv("EASEL_DEFAULT_STEPS", "4")
     root = logging.getLogger()
-    root.addHandler(handler)
-    old_level = root.level
-    root.setLevel(logging.DEBUG)
-    redact = install_redaction([h.fake.token or "unused-bot-token"])
+    saved = (root.handlers[:], root.level)
+    running = asyncio.create_task(cli._dispatch(cli.build_parser().parse_args(["run"])))
     try:
-        async with h.bot():
-            interaction, _ = await h.imagine("a castle --seed 3")
+        await fake.wait_for_session(timeout=60)
+        interaction = await fake.slash("imagine", {"prompt": "a castle --seed 3"})
+        await fake.wait_for_message(
+            lambda m: m["id"] == interaction.original_id and m["components"], timeout=WAIT
+        )
     finally:
-        root.removeHandler(handler)
-        root.setLevel(old_level)
-    text = stream.getvalue()
-    assert "/interactions/" in text or "/webhooks/" in text  # discord.py did log the routes
-    assert interaction.token not in text
-    assert redact.redact(f"POST /interactions/1/{interaction.token}/callback") == (
-        "POST /interactions/1/[redacted]/callback"
-    )
+        running.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await running
+        root.handlers[:], _ = saved
+        root.setLevel(saved[1])
+    logged = capfd.readouterr().err
+    assert "/interactions/" in logged and "/webhooks/" in logged  # the routes were logged
+    assert "INTERACTION_CREATE" in logged  # and the gateway payloads, which carry the tokens
+    for secret in (token, interaction.token, password):
+        assert secret not in logged
 
 
 async def test_the_other_buttons_reroll_and_vary_subtle_or_strong(h):

@@ -131,6 +131,11 @@ def safe_url(url: str) -> str:
     return make_url(url).render_as_string(hide_password=True)
 
 
+def url_password(url: str) -> str:
+    """The password in a database URL ("" when there is none), to keep out of the logs."""
+    return make_url(url).password or ""
+
+
 async def current_revision(engine: AsyncEngine) -> str | None:
     from alembic.runtime.migration import MigrationContext
 

@@ -284,7 +284,7 @@ async def test_commands_are_synced_only_when_they_change(h):
 
 
 async def test_the_real_start_up_never_logs_a_secret(
-    fake, postgres_url, model_dir, tmp_path, monkeypatch, capfd
+    fake, postgres_url, model_dir, tiny_model, tmp_path, monkeypatch, capfd
 ):
     """`easel run` as an operator starts it, at DEBUG: neither the bot token, nor an
     interaction token, nor the database password reaches a log line."""

@@ -64,18 +64,18 @@ def check_may_show(job: Job, *, viewer_id: int, place: Place, on_its_message: bo
       posted it in (``on_its_message``: the press came from a message recorded for this job), so
       an image cannot be moved to a channel it was never shown in.
     """
-    if job.age_restricted and not place.nsfw_allowed:
-        raise AgeRestricted(
-            f"Job #{job.id} was made in an age-restricted channel; it can only be shown in one "
-            "where this server allows it."
-        )
+    check_age(job, place)
     if job.user_id == viewer_id:
         return
     if job.private or not (on_its_message or job.channel_id == place.channel_id):
         raise NotFound(f"There is no job #{job.id} here.")
 
 
-def answer_privately(job: Job | None, *, private_setting: bool, place: Place) -> bool:
-    """Whether the answer to a press or command about ``job`` must be ephemeral: the job is
-    private, or the person asking keeps their results private (in a server)."""
-    return (place.guild_id is not None and private_setting) or bool(job and job.private)
+def check_age(job: Job, place: Place) -> None:
+    """Raise if ``job`` was made where age-restricted content was allowed and ``place`` is not
+    such a place (a safe-for-work channel, another server, any DM)."""
+    if job.age_restricted and not place.nsfw_allowed:
+        raise AgeRestricted(
+            f"Job #{job.id} was made in an age-restricted channel; it can only be shown in one "
+            "where this server allows it."
+        )

@@ -627,17 +627,14 @@ class Service:
     async def copy_to_dm(
         self, actor: Actor, job_id: int, index: int | None, *, press: Press | None = None
     ) -> Outcome:
-        """✉️: a result for the presser's direct messages. It must be visible where the button
-        was pressed and in a DM, where age-restricted images never go."""
+        """✉️: a copy for the presser's direct messages, of what they can see where they pressed;
+        never an age-restricted image (a DM is no age-restricted channel)."""
         outcome = (
             await self.take(actor, job_id, index, press=press)
             if index is not None
             else await self._shown(actor, job_id, press)
         )
-        user = await self.user(actor)
-        privacy.check_may_show(
-            outcome.job, viewer_id=user.id, place=Place(None, None, nsfw_allowed=False)
-        )
+        privacy.check_age(outcome.job, Place(None, None, nsfw_allowed=False))
         await self.store.add_audit(
             actor=actor.key, action="dm", target=f"job:{job_id}", guild_id=actor.guild_id
         )

@@ -81,12 +81,26 @@ def tiny_model(model_dir):
     return load_model("tiny", data_dir=model_dir)
 
 
+def pytest_collection_modifyitems(items):
+    # Every test that runs the fake Discord server is end to end, so `-m "not e2e"` means what
+    # it says.
+    for item in items:
+        if "fake" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.e2e)
+
+
 @pytest.fixture
 async def fake():
+    """The fake Discord server. After each test: every interaction was answered within
+    Discord's 3 seconds, and nothing Easel posted could ping anyone."""
     from tests.fake_discord import FakeDiscord
 
     async with FakeDiscord() as fake:
         yield fake
+    late = [(i.id, i.response_delay) for i in fake.late_responses]
+    assert not late, f"interactions answered after Discord's deadline: {late}"
+    pinging = [m["content"][:80] for m in fake.messages_that_could_ping()]
+    assert not pinging, f"messages that could ping someone: {pinging}"
 
 
 @pytest.fixture

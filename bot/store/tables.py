@@ -22,6 +22,7 @@ from sqlalchemy import (
     Text,
     TypeDecorator,
     UniqueConstraint,
+    text,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
@@ -214,7 +215,18 @@ class ImageUsageRow(Base):
 
 class BlocklistEntryRow(Base):
     __tablename__ = "blocklist_entry"
-    __table_args__ = (UniqueConstraint("guild_id", "term"),)
+    __table_args__ = (
+        UniqueConstraint("guild_id", "term"),
+        # NULLs are distinct in a unique constraint (SQLite and Postgres alike), so a term
+        # blocked everywhere needs its own index to be stored once.
+        Index(
+            "uq_blocklist_entry_term_everywhere",
+            "term",
+            unique=True,
+            sqlite_where=text("guild_id IS NULL"),
+            postgresql_where=text("guild_id IS NULL"),
+        ),
+    )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     guild_id: Mapped[int | None] = mapped_column(BigInteger)  # None: applies everywhere

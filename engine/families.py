@@ -51,6 +51,18 @@ class Family:
             f"{self.size_multiple}, not {width}×{height}."
         )
 
+    def request_problem(
+        self, model: str, *, sampler: str, width: int, height: int, tile: bool
+    ) -> str | None:
+        """Why a model of this family cannot run a request so made; None when it can."""
+        problem = self.sampler_problem(sampler, model) or self.size_problem(width, height, model)
+        if problem is None and tile and not self.tiling:
+            problem = (
+                f"--tile is not available for model '{model}' ({self.label}): "
+                "seamless tiling needs a convolutional (U-Net) model."
+            )
+        return problem
+
     def sampler_problem(self, sampler: str, model: str) -> str | None:
         if sampler in self.samplers:
             return None

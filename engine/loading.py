@@ -317,6 +317,8 @@ def load_entry(
                 f"Model '{entry.name}': {source} is a file, but not a .safetensors or .ckpt "
                 "checkpoint."
             )
+        elif source.startswith(("/", "./", "../", "~")) or path.suffix in SINGLE_FILE_SUFFIXES:
+            raise ModelLoadError(f"Model '{entry.name}': there is no file or folder {source}.")
         else:
             # A Hub id: download (or find in the cache) first, so we know the exact revision.
             folder = Path(diffusers.DiffusionPipeline.download(source))

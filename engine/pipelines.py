@@ -96,23 +96,6 @@ def _vae_tiling(model: LoadedModel, enabled: bool) -> Iterator[None]:
         model.txt2img.vae.disable_tiling()
 
 
-def request_problem(request: GenerationRequest, model: LoadedModel) -> str | None:
-    """Why this model cannot run ``request`` (its family lacks the sampler or option)."""
-    family = model.family_info
-    problem = family.sampler_problem(request.sampler, model.info.name)
-    if problem is not None:
-        return problem
-    problem = family.size_problem(request.width, request.height, model.info.name)
-    if problem is not None:
-        return problem
-    if request.tile and not family.tiling:
-        return (
-            f"--tile is not available for model '{model.info.name}' ({family.label}): "
-            "seamless tiling needs a convolutional (U-Net) model."
-        )
-    return None
-
-
 class Runner:
     def __init__(self, model: LoadedModel, adapters: Adapters | None = None) -> None:
         self.model = model
@@ -143,7 +126,13 @@ class Runner:
         requests share one set) and load the embeddings its prompts use; encode each prompt.
         Raises NotAvailable / UnknownLora."""
         for request in requests:
-            problem = request_problem(request, self.model)
+            problem = self.model.family_info.request_problem(
+                self.model.info.name,
+                sampler=request.sampler,
+                width=request.width,
+                height=request.height,
+                tile=request.tile,
+            )
             if problem is not None:
                 raise NotAvailable(problem)
         loras = self.adapters.apply(requests[0].loras)

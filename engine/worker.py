@@ -145,16 +145,14 @@ class Engine:
         for name, _ in request.loras:
             if self.pool.loras.find(name) is None:
                 raise unknown_lora(name, self.pool.loras)
-        if entry.family is not None:
-            family = FAMILIES[entry.family]
-            problem = family.sampler_problem(request.sampler, entry.name) or family.size_problem(
-                request.width, request.height, entry.name
+        if entry.family is not None:  # else it is checked once the model is loaded
+            problem = FAMILIES[entry.family].request_problem(
+                entry.name,
+                sampler=request.sampler,
+                width=request.width,
+                height=request.height,
+                tile=request.tile,
             )
-            if problem is None and request.tile and not family.tiling:
-                problem = (
-                    f"--tile is not available for model '{entry.name}' ({family.label}): "
-                    "seamless tiling needs a convolutional (U-Net) model."
-                )
             if problem is not None:
                 raise NotAvailable(problem)
         return replace(request, model=entry.name)

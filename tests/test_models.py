@@ -346,6 +346,16 @@ def test_requests_a_model_cannot_run_are_refused_before_queueing(shared_pool, ma
     assert engine.snapshot() == []
 
 
+def test_a_model_that_cannot_load_fails_its_jobs_and_nothing_else(model_dir, make_engine):
+    broken = ModelEntry(name="broken", source="/nowhere/model.safetensors", family="sd1")
+    pool = ModelPool(catalogue("tiny", broken=broken), data_dir=model_dir)
+    engine = make_engine(pool)
+    with pytest.raises(GenerationError, match="'broken': there is no file or folder /nowhere"):
+        engine.submit(request("broken")).result(TIMEOUT)
+    assert len(engine.submit(request("tiny", owner="bob")).result(TIMEOUT).images) == 1
+    assert "no file or folder" in engine.health().last_error
+
+
 # -- SD3 and FLUX through the real loader ---------------------------------------------------------
 
 

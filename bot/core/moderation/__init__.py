@@ -15,6 +15,9 @@ The sections:
   and :func:`second_opinion` adds what a learned classifier found (its model side is
   ``engine/text_safety.py``; :func:`classifier_scores` asks it and logs a failure).
 
+The term lists are read on first use (a third of a second): :func:`lexicons` reads them ahead,
+for a start-up that should not pause its first check.
+
 Matching is on whole words and phrases (n-gram look-ups in a dict, no regex alternation), so
 "Scunthorpe", "analysis" or "cocktail" never match, and the cost is linear in the prompt.
 Japanese and Chinese have no spaces, so their terms match anywhere in a run of their characters
@@ -88,6 +91,7 @@ from bot.core.moderation.policy import (
     classifier_scores,
     second_opinion,
 )
+from bot.core.moderation.terms import lexicons
 
 __all__ = [
     "ALLOWED",
@@ -100,6 +104,7 @@ __all__ = [
     "check_prompt",
     "classifier_scores",
     "compile_blocklist_term",
+    "lexicons",
     "normalise",
     "second_opinion",
 ]

@@ -14,6 +14,9 @@ import pytest
 from PIL import Image
 
 
+CHECKOUT = Path(__file__).resolve().parents[1]
+
+
 @pytest.fixture
 def environment(tmp_path, model_dir, tiny_model):
     data = tmp_path / "data"
@@ -23,6 +26,7 @@ def environment(tmp_path, model_dir, tiny_model):
     def environment(**env: str) -> dict[str, str]:
         values = {
             **{k: v for k, v in os.environ.items() if not k.startswith("EASEL_")},
+            "PYTHONPATH": str(CHECKOUT),  # this checkout's code, whatever is installed
             "EASEL_DATA_DIR": str(data),
             "EASEL_DEFAULT_STEPS": "4",
             "HF_HUB_OFFLINE": "1",

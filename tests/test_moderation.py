@@ -420,6 +420,8 @@ def test_messages():
         ("n\u0338\u0321u\u0334d\u0337e\u0335 café", "nude cafe"),
         ("Привет мир", "privet mir"),  # ordinary Cyrillic is transliterated, not "unmasked"
         ("kid's", "kids"),
+        ("l'enfant, un'adolescente, d’une", "l enfant un adolescente d une"),  # elisions
+        ("голая женщина, çıplak kadın, Mädchen", "golaya zhenshchina ciplak kadin madchen"),
         ("12 y.o. / 12-year-old / 1 2 y o", "12 y o 12 year old 12yo"),
         ("", ""),
         ("!!! ... ***", ""),

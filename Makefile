@@ -9,7 +9,10 @@ TORCH ?= torch==2.14.1 torchvision==0.29.1
 BIN := $(VENV)/bin
 PROMPT ?= a lighthouse at dusk --ar 16:9 --seed 7
 
-.PHONY: setup demo test lint bench clean
+# The oldest discord.py Easel supports (pyproject's floor): the end-to-end tests run against it too.
+DISCORD_FLOOR ?= discord.py==2.6.4
+
+.PHONY: setup demo test test-floor lint bench clean
 
 setup: $(VENV)/.installed
 
@@ -25,6 +28,12 @@ demo: setup
 test: setup
 	$(BIN)/python -m pytest -q
 
+# The Discord tests again, on discord.py's oldest supported release (installed beside, not over,
+# the venv's own).
+test-floor: setup
+	test -d .floor || $(BIN)/python -m pip install --disable-pip-version-check -q --no-deps --target .floor '$(DISCORD_FLOOR)'
+	PYTHONPATH=.floor $(BIN)/python -m pytest -q -m e2e tests/test_discord.py tests/test_trust.py
+
 lint: setup
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
@@ -34,4 +43,4 @@ bench: setup
 	$(BIN)/easel bench
 
 clean:
-	rm -rf $(VENV) out .pytest_cache .ruff_cache
+	rm -rf $(VENV) .floor out .pytest_cache .ruff_cache

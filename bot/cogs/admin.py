@@ -47,6 +47,10 @@ class AdminCog(commands.Cog):
         description="Moderate Easel on this server",
         default_permissions=discord.Permissions(manage_guild=True),
         guild_only=True,
+        # Spelled out: the bot's default contexts (servers and DMs) would otherwise fill the gaps.
+        allowed_contexts=app_commands.AppCommandContext(
+            guild=True, dm_channel=False, private_channel=False
+        ),
     )
 
     def __init__(self, bot: EaselBot) -> None:
@@ -330,8 +334,10 @@ FORGET_ME_TEXT = (
 class ForgetMeView(discord.ui.View):
     """A confirmation button: deleting everything is not undone."""
 
+    CONFIRM_SECONDS = 120.0
+
     def __init__(self, bot: EaselBot, interaction: discord.Interaction) -> None:
-        super().__init__(timeout=120)
+        super().__init__(timeout=self.CONFIRM_SECONDS)
         self.bot = bot
         self.user_id = interaction.user.id
         self.asked = interaction

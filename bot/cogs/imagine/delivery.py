@@ -337,10 +337,8 @@ class Delivery:
         job_id: list[int] = []
         try:
             await self._run(reply, submit, user_id, job_id)
-        except (Gone, Undeliverable) as exc:
-            if job_id:
-                await self.service.delivery_failed(job_id[0], str(exc))
-            log.info("Stopped delivering job %s: %s", job_id[0] if job_id else "-", exc)
+        except (Gone, Undeliverable):
+            pass  # recorded below, whichever edit met it first (a progress edit, say)
         except discord.HTTPException:
             log.warning("Discord refused a message for a job", exc_info=True)
         except Exception:
@@ -350,6 +348,9 @@ class Delivery:
                 await reply.update(
                     "❌ Something went wrong on Easel's side; the owner can find it in the log."
                 )
+        if reply.ended is not None and job_id:
+            log.info("Stopped delivering job %s: %s", job_id[0], reply.ended)
+            await self.service.delivery_failed(job_id[0], reply.ended)
 
     async def _run(
         self, reply: Reply, submit: Submit, user_id: int | None, job_id: list[int]

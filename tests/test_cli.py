@@ -13,7 +13,6 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-
 CHECKOUT = Path(__file__).resolve().parents[1]
 
 

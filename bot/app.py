@@ -13,6 +13,7 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Any, NoReturn
 
+from bot.core import moderation
 from bot.core.errors import ConfigError
 from bot.core.service import Service, ServiceConfig
 from bot.processes import is_alive, this_process
@@ -89,6 +90,7 @@ def service_config(settings: Settings, runner: str | None = None) -> ServiceConf
         attempts=settings.attempts,
         admin_role_ids=tuple(settings.admin_role_ids),
         runner=runner,
+        text_classifier_threshold=settings.text_classifier_threshold,
     )
 
 
@@ -121,6 +123,7 @@ async def open_app(
     the jobs it runs."""
     from engine.loading import ModelLoadError, load_model
     from engine.safety import load_safety_checker
+    from engine.text_safety import load_text_classifier
     from engine.worker import Engine
 
     db = make_engine(settings.db_url)
@@ -154,6 +157,16 @@ async def open_app(
             batch_max_images=settings.batch_max_images,
             preview_interval=settings.preview_interval,
         )
+        # The term lists, read now rather than during the first prompt check on the event loop.
+        await asyncio.to_thread(moderation.lexicons)
+        text_classifier = None
+        if settings.text_classifier:
+            try:
+                text_classifier = await asyncio.to_thread(
+                    load_text_classifier, settings.text_classifier, device=settings.device
+                )
+            except ModelLoadError as exc:
+                raise ConfigError(f"Setting EASEL_TEXT_CLASSIFIER: {exc}") from None
         classifier = None
         if settings.safety_checker:
             try:
@@ -166,7 +179,15 @@ async def open_app(
             except ModelLoadError as exc:
                 raise ConfigError(f"Setting EASEL_SAFETY_CHECKER: {exc}") from None
         engine.start()
-        service = Service(store, files, engine, config, classifier=classifier, is_alive=is_alive)
+        service = Service(
+            store,
+            files,
+            engine,
+            config,
+            classifier=classifier,
+            text_classifier=text_classifier,
+            is_alive=is_alive,
+        )
         await service.recover()  # jobs of easel commands that were killed hold no slots
         yield App(settings, store, files, engine, service)
     finally:

@@ -42,6 +42,11 @@ class Settings(BaseSettings):
     compile: bool = False
     cpu_threads: int = Field(default=0, ge=0, le=1024)
     safety_checker: str | None = None
+    # A multilingual sentence-embedding model (Hub id or folder): a learned second opinion on
+    # prompts, which can only add refusals. Prompts scoring at or above the threshold (cosine
+    # similarity to the policy's example sentences) are refused.
+    text_classifier: str | None = None
+    text_classifier_threshold: float = Field(default=0.7, gt=0, le=1)
 
     # Storage.
     data_dir: Path = Path("data")
@@ -73,7 +78,12 @@ class Settings(BaseSettings):
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
 
     @field_validator(
-        "discord_token", "safety_checker", "database_url", "command_guild", mode="before"
+        "discord_token",
+        "safety_checker",
+        "text_classifier",
+        "database_url",
+        "command_guild",
+        mode="before",
     )
     @classmethod
     def _empty_is_unset(cls, value: object) -> object:

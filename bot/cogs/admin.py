@@ -7,6 +7,7 @@ because a server can override the hint."""
 from __future__ import annotations
 
 import contextlib
+from collections.abc import Sequence
 from typing import TYPE_CHECKING, Literal
 
 import discord
@@ -23,7 +24,7 @@ if TYPE_CHECKING:
     from bot.client import EaselBot
 
 
-def describe_guild(g: GuildSettings) -> str:
+def describe_guild(g: GuildSettings, warnings: Sequence[str] = ()) -> str:
     channels = ", ".join(f"<#{c}>" for c in g.allowed_channel_ids) or "every channel"
     roles = ", ".join(f"<@&{r}>" for r in g.admin_role_ids) or "none (Manage Server only)"
     nsfw = "allowed in age-restricted channels" if g.nsfw_rule == "age_restricted" else "blocked"
@@ -33,12 +34,13 @@ def describe_guild(g: GuildSettings) -> str:
 
     return (
         f"**Server settings**\nNSFW: {nsfw} · flagged images: "
-        f"{'blurred and spoilered' if g.blur_flagged else 'withheld'}\n"
+        f"{'blurred and spoilered' if g.blur_flagged else 'withheld'} · start images (uploads): "
+        f"{'allowed' if g.allow_uploads else 'off'}\n"
         f"Channels: {channels}\nAdmin roles: {roles}\n"
         f"Daily images per user: {show(g.daily_images_per_user)} · max steps: "
         f"{show(g.max_steps)}\nDefaults: aspect {show(g.aspect)} · steps {show(g.steps)} · "
         f"guidance {show(g.guidance)} · sampler {show(g.sampler)} · negative {show(g.negative)}"
-    )
+    ) + "".join(f"\n⚠️ {w}" for w in warnings)
 
 
 class AdminCog(commands.Cog):
@@ -59,6 +61,9 @@ class AdminCog(commands.Cog):
     @property
     def admin_service(self) -> Admin:
         return Admin(self.bot.service)
+
+    def describe(self, guild: GuildSettings) -> str:
+        return describe_guild(guild, self.admin_service.warnings(guild))
 
     @admin.command(name="ban", description="Stop a member from using Easel")
     @app_commands.describe(duration="For how long: 30m, 12h, 7d, 2w (default: until unbanned)")
@@ -192,7 +197,7 @@ class AdminCog(commands.Cog):
     @admin.command(name="settings", description="Show this server's Easel settings")
     async def settings(self, interaction: discord.Interaction) -> None:
         async def action(actor: Actor) -> str:
-            return describe_guild(await self.admin_service.settings(actor))
+            return self.describe(await self.admin_service.settings(actor))
 
         await answer_privately(interaction, action)
 
@@ -200,6 +205,7 @@ class AdminCog(commands.Cog):
     @app_commands.describe(
         nsfw="Nudity: blocked, or allowed in age-restricted channels only",
         blur="Post flagged images blurred and spoilered instead of withholding them",
+        uploads="Let members give start images (photos) to edit",
         daily_quota="Images per member per day",
         max_steps="Most sampling steps a prompt may ask for",
     )
@@ -209,6 +215,7 @@ class AdminCog(commands.Cog):
         interaction: discord.Interaction,
         nsfw: Literal["block", "age_restricted"] | None = None,
         blur: bool | None = None,
+        uploads: bool | None = None,
         daily_quota: app_commands.Range[int, 0, 100_000] | None = None,
         max_steps: app_commands.Range[int, 1, 500] | None = None,
         aspect: str | None = None,
@@ -220,6 +227,7 @@ class AdminCog(commands.Cog):
         changes = given(
             nsfw_rule=nsfw,
             blur_flagged=blur,
+            allow_uploads=uploads,
             daily_images_per_user=daily_quota,
             max_steps=max_steps,
             aspect=aspect,
@@ -230,7 +238,7 @@ class AdminCog(commands.Cog):
         )
 
         async def action(actor: Actor) -> str:
-            return "Saved.\n" + describe_guild(
+            return "Saved.\n" + self.describe(
                 await self.admin_service.update_settings(actor, **changes)
             )
 
@@ -255,7 +263,7 @@ class AdminCog(commands.Cog):
             else:
                 current.discard(channel.id)
             updated = await self.admin_service.update_settings(actor, allowed_channel_ids=current)
-            return describe_guild(updated)
+            return self.describe(updated)
 
         await answer_privately(interaction, action)
 
@@ -269,7 +277,7 @@ class AdminCog(commands.Cog):
         async def action(actor: Actor) -> str:
             roles = set((await self.admin_service.settings(actor)).admin_role_ids)
             (roles.add if action_ == "add" else roles.discard)(role.id)
-            return describe_guild(
+            return self.describe(
                 await self.admin_service.update_settings(actor, admin_role_ids=roles)
             )
 

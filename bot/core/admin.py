@@ -272,6 +272,16 @@ class Admin:
     async def settings(self, actor: Actor) -> GuildSettings:
         return await self._check(actor)
 
+    def warnings(self, guild: GuildSettings) -> list[str]:
+        """What an admin should know about this server's settings."""
+        if guild.allow_uploads and self.service.classifier is None:
+            return [
+                "Members may upload photos, and no image check is configured: edits of real "
+                "people's photos are held back only by the prompt rules. Ask the operator to set "
+                "EASEL_SAFETY_CHECKER, or turn uploads off with /admin set uploads:False."
+            ]
+        return []
+
     async def update_settings(self, actor: Actor, **changes: Any) -> GuildSettings:
         """Change this server's rules and defaults; each value is checked before saving."""
         guild = await self._check(actor)
@@ -300,7 +310,7 @@ class Admin:
                 value = check_default(name, value, limits)
             elif name in ("allowed_channel_ids", "admin_role_ids"):
                 value = tuple(sorted({int(v) for v in value}))
-            elif name not in ("negative", "blur_flagged"):
+            elif name not in ("negative", "blur_flagged", "allow_uploads"):
                 raise InvalidInput(f"There is no server setting called {name}.")
             clean[name] = value
         updated = replace(guild, **clean)

@@ -84,6 +84,7 @@ class GuildSettings:
     daily_images_per_user: int | None = None
     max_steps: int | None = None
     blur_flagged: bool = False  # post flagged images blurred and spoilered instead of withholding
+    allow_uploads: bool = True  # members may give start images (photos) to edit
     aspect: str | None = None
     steps: int | None = None
     guidance: float | None = None

@@ -158,3 +158,6 @@ class Engine(Protocol):
 
 ImageClassifier = Callable[[PILImage.Image], bool]
 """Image-side check: True when the image must be withheld (runs off the event loop)."""
+
+TextClassifier = Callable[[str], dict[str, float]]
+"""A learned second opinion on prompts: policy category → score (runs off the event loop)."""

@@ -66,7 +66,7 @@ from bot.core.models import (
     User,
     UserSettings,
 )
-from bot.core.ports import Engine, ImageClassifier, ImageFiles, JobHandle, Store
+from bot.core.ports import Engine, ImageClassifier, ImageFiles, JobHandle, Store, TextClassifier
 from bot.core.privacy import Place
 from bot.core.quota import utc_midnight
 from bot.core.text import clean_text, is_blank, model_label
@@ -160,6 +160,8 @@ class ServiceConfig:
     admin_role_ids: tuple[int, ...] = ()
     # This process ("bot:<host>:<pid>:<start>" or "cli:…"), recorded on the jobs it runs.
     runner: str | None = None
+    # The learned second opinion refuses prompts scoring at or above this.
+    text_classifier_threshold: float = 0.7
 
 
 ProgressHandler = Callable[[Progress], None]
@@ -192,6 +194,7 @@ class Service:
         config: ServiceConfig = ServiceConfig(),
         *,
         classifier: ImageClassifier | None = None,
+        text_classifier: TextClassifier | None = None,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
         rng: random.Random | None = None,
         is_alive: Callable[[str], bool] = _always_alive,
@@ -201,6 +204,7 @@ class Service:
         self.engine = engine
         self.config = config
         self.classifier = classifier
+        self.text_classifier = text_classifier
         self.now = clock
         self.is_alive = is_alive  # whether the process a job's runner names still runs
         self._rng = rng or random.Random()
@@ -367,13 +371,27 @@ class Service:
         self, actor: Actor, guild: GuildSettings, spec: GenerationSpec, *, photo: bool
     ) -> None:
         blocklist = [e.term for e in await self.store.list_block_terms(actor.guild_id)]
+        nsfw_allowed = self.nsfw_allowed(actor, guild)
         verdict = moderation.check_prompt(
             spec.prompt,
             spec.negative,
             has_image=photo,
-            nsfw_allowed=self.nsfw_allowed(actor, guild),
+            nsfw_allowed=nsfw_allowed,
             blocklist=blocklist,
         )
+        if self.text_classifier is not None and not verdict.hard:
+            scores = await asyncio.to_thread(
+                moderation.classifier_scores, self.text_classifier, spec.prompt
+            )
+            verdict = moderation.second_opinion(
+                verdict,
+                scores,
+                threshold=self.config.text_classifier_threshold,
+                photo=photo,
+                nsfw_allowed=nsfw_allowed,
+            )
+            if verdict.allowed and scores:  # to tune the threshold by: how close it came
+                log.debug("Prompt allowed; classifier's top score %.3f", max(scores.values()))
         if verdict.allowed:
             return
         category = str(verdict.category)
@@ -383,6 +401,7 @@ class Service:
             category=category,
             hard=verdict.hard,
             term=verdict.term,
+            score=verdict.score,
             prompt=spec.prompt,
         )
         raise PolicyRefusal(verdict.message, category=category, hard=verdict.hard)
@@ -413,6 +432,8 @@ class Service:
         parsed = self._parse(text, user, limits)
         if parsed.strength is not None and upload is None:
             raise InvalidInput("--strength applies only to an image prompt: attach a start image.")
+        if upload is not None and not guild.allow_uploads:
+            raise Refused("This server does not allow start images; ask its admins.")
         start = None
         if upload is not None:
             start = await asyncio.to_thread(

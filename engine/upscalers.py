@@ -16,9 +16,14 @@ held as 8-bit RGB.
 followed by an antialiased bicubic downscale of each tile before blending; a smaller one (a 2× model
 asked for ×4) runs again on its own output.
 
-Memory (``python -m benchmarks.upscale_bench``, CPU, float32): see that benchmark's table; with the
-default 512-pixel tiles the model's share is constant and the rest grows with the output at about
-3 bytes (the 8-bit result) plus one float32 band (12 bytes × output width × tile height × factor).
+Memory, measured by ``python -m benchmarks.upscale_bench`` (CPU, float32, one process per case):
+upscaling a whole image needs extra memory growing with its area (RRDB, the 4x-UltraSharp
+network: about 5 KB per input pixel at ×4; the compact network: about 1.7 KB), while tiled it
+stays at what one tile needs plus the result: with small tiles about 20 MiB per output megapixel
+at ×4 (the 8-bit result is 3 MB of it; the rest is one float32 band of tiles, 12 bytes × output
+width × tile height × factor). A 512-pixel tile of the RRDB network is therefore about 1.3 GB in
+float32 on a CPU, half that in float16 on a GPU; smaller tiles need less and cost a little more
+time in overlaps.
 
 Deterministic: the same file, image, factor, tile and overlap give the same bytes on the same
 device (eval mode, no sampling; cuDNN autotuning is left off by the engine).

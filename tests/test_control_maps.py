@@ -60,9 +60,11 @@ def test_canny_edges_are_where_the_edges_are():
 
 
 def test_canny_sees_an_edge_between_colours_of_equal_brightness():
+    # Red and green of the same grey (60): an edge detector on the grey image sees nothing.
     rgb = np.zeros((32, 32, 3), np.uint8)
     rgb[:, :16] = (200, 0, 0)
-    rgb[:, 16:] = (0, 0, 200)
+    rgb[:, 16:] = (0, 102, 0)
+    assert len(np.unique(np.asarray(Image.fromarray(rgb).convert("L")))) == 1
     edges = gray(make_control_map(ControlKind.CANNY, Image.fromarray(rgb)))
     assert edges[:, 15:17].any(axis=1).all() and not edges[:, :13].any()
 

@@ -1,20 +1,21 @@
-"""A bounded fair queue: the owner served least recently goes first (round-robin across owners),
-first-in-first-out within an owner.
+"""A bounded fair queue: round-robin across owners, first-in-first-out within an owner.
+
+Turns go in rounds. Every owner served by one pipeline call has had their turn in the current
+round; an owner who starts waiting (with nothing queued before) joins the back of the current
+round: after everyone waiting who has not had their turn since, before the owners of the latest
+call. So a stream of newcomers never keeps members already served waiting: each round serves
+every owner waiting when it began (the capacity simulation's surge, tests/test_capacity.py).
+
+The queue remembers only the owners of the latest call, so its memory is the items waiting plus
+one call's owners, however many owners have come and gone.
 
 Not thread-safe by itself; the worker guards it with its condition variable.
-
-Owners are remembered after their queue empties (so someone who sends job after job does not
-jump ahead of people who have been waiting), but not forever: once :attr:`FairQueue.remember`
-other owners have been served since, an idle owner is forgotten and comes back as a newcomer.
-That moves them ahead only of owners served before them who still wait; such an owner would
-have had the turn before any of those later ones, unless all of them were newcomers, who go
-first anyway. Memory stays bounded by ``remember`` plus the owners waiting.
 """
 
 from __future__ import annotations
 
 import itertools
-from collections import OrderedDict, deque
+from collections import deque
 from collections.abc import Callable, Hashable
 from dataclasses import dataclass
 from typing import Generic, TypeVar
@@ -22,6 +23,10 @@ from typing import Generic, TypeVar
 from engine.requests import OwnerQueueFull, QueueFull
 
 T = TypeVar("T")
+
+# A waiting owner's place: (the round they wait in, 0 if they joined it, 1 if they were served in
+# it and wait for their next turn), then when their wait began.
+_Turn = tuple[int, int, int]
 
 
 @dataclass
@@ -33,26 +38,22 @@ class _Entry(Generic[T]):
 
 
 class FairQueue(Generic[T]):
-    def __init__(self, *, max_items: int, max_per_owner: int, remember: int = 1000) -> None:
+    def __init__(self, *, max_items: int, max_per_owner: int) -> None:
         self.max_items = max_items
         self.max_per_owner = max_per_owner
-        # Idle owners remembered; at least as many as can wait, so no waiting owner's turn is
-        # ever forgotten.
-        self.remember = max(remember, max_items)
         self._queues: dict[str, deque[_Entry[T]]] = {}
-        # When each owner was last served, least recently first. Kept after their queue
-        # empties, up to ``remember`` owners (see the module's docstring).
-        self._served: OrderedDict[str, int] = OrderedDict()
-        self._arrived: dict[str, int] = {}
+        self._turns: dict[str, _Turn] = {}  # of the owners waiting
         self._clock = itertools.count()
+        self._round = -1  # when the latest call was taken
+        self._latest: frozenset[str] = frozenset()  # its owners
         self._len = 0
 
     def __len__(self) -> int:
         return self._len
 
-    def _turns(self) -> list[str]:
+    def _order(self) -> list[str]:
         """Owners with waiting items, next to be served first."""
-        return sorted(self._queues, key=lambda o: (self._served.get(o, -1), self._arrived[o]))
+        return sorted(self._queues, key=self._turns.__getitem__)
 
     def push(self, owner: str, item: T, *, size: int = 1, key: Hashable = None) -> int:
         """Add ``item``; return its position (0 = next). Raises when full."""
@@ -68,7 +69,10 @@ class FairQueue(Generic[T]):
             )
         if mine is None:
             mine = self._queues[owner] = deque()
-            self._arrived[owner] = next(self._clock)
+            # An owner of the latest call has had this round's turn, even if their queue
+            # emptied meanwhile; anyone else joins the round.
+            served = 1 if owner in self._latest else 0
+            self._turns[owner] = (self._round, served, next(self._clock))
         mine.append(_Entry(owner, item, size, key))
         self._len += 1
         return self.position(item)
@@ -77,11 +81,12 @@ class FairQueue(Generic[T]):
         """Take the next owner's first item, plus compatible items (same key) from the heads of
         the owners' queues, one per owner per round in turn order, while they fit in
         ``max_size`` images."""
-        turns = self._turns()
+        turns = self._order()
         if not turns:
             return []
         key = self._queues[turns[0]][0].key
         batch: list[T] = []
+        owners: dict[str, None] = {}  # in turn order
         total = 0
         progressed = True
         while progressed and (not batch or total < max_size):
@@ -94,28 +99,23 @@ class FairQueue(Generic[T]):
                     continue
                 entry = entries.popleft()
                 batch.append(entry.item)
+                owners[owner] = None
                 total += entry.size
                 self._len -= 1
                 progressed = True
-                self._served[owner] = next(self._clock)
-                self._served.move_to_end(owner)
-        for owner in turns:
-            if not self._queues[owner]:
-                del self._queues[owner]
-                del self._arrived[owner]
-        self._forget()
+        # Everyone in one call had their turn at the same moment.
+        self._round = next(self._clock)
+        self._latest = frozenset(owners)
+        for owner in owners:
+            if self._queues[owner]:
+                self._turns[owner] = (self._round, 1, next(self._clock))
+            else:
+                self._drop(owner)
         return batch
 
-    def _forget(self) -> None:
-        excess = len(self._served) - self.remember
-        if excess <= 0:
-            return
-        for owner in list(self._served):  # least recently served first
-            if owner not in self._queues:  # waiting owners keep their turn
-                del self._served[owner]
-                excess -= 1
-                if excess == 0:
-                    return
+    def _drop(self, owner: str) -> None:
+        del self._queues[owner]
+        del self._turns[owner]
 
     def remove(self, predicate: Callable[[T], bool]) -> T | None:
         for owner, entries in self._queues.items():
@@ -124,8 +124,7 @@ class FairQueue(Generic[T]):
                     entries.remove(entry)
                     self._len -= 1
                     if not entries:
-                        del self._queues[owner]
-                        del self._arrived[owner]
+                        self._drop(owner)
                     return entry.item
         return None
 
@@ -138,7 +137,7 @@ class FairQueue(Generic[T]):
 
     def order(self) -> list[T]:
         """Items in the order they will be served (batching aside)."""
-        queues = [list(self._queues[o]) for o in self._turns()]
+        queues = [list(self._queues[o]) for o in self._order()]
         out: list[T] = []
         for depth in itertools.count():
             layer = [q[depth].item for q in queues if depth < len(q)]

@@ -96,12 +96,6 @@ def test_the_fair_queue_bounds_what_a_flooder_takes_where_fifo_does_not():
     assert fifo["fairness_median"] >= 3
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="engine.fairqueue.FairQueue serves the least recently served owner first and ranks "
-    "an owner never served (or served long ago) ahead of every waiting owner, so a stream of "
-    "newcomers keeps members already served waiting until the stream ends",
-)
 def test_members_already_served_are_served_every_round_during_a_surge():
     """An announcement brings a newcomer every quarter second for ten minutes, more than the
     GPU serves; two members who keep two prompts going each must still get a grid every round."""

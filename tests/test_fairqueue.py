@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import itertools
+
 import pytest
 
 from engine.fairqueue import FairQueue
@@ -110,7 +112,7 @@ def test_owners_already_served_keep_a_turn_every_round_while_newcomers_stream_in
     assert refused > 0  # a real surge
     for owner in ("a", "b"):
         turns = [i for i, item in enumerate(served) if item == owner]
-        gaps = [later - earlier for earlier, later in zip(turns, turns[1:], strict=False)]
+        gaps = [later - earlier for earlier, later in itertools.pairwise(turns)]
         assert turns[0] <= 1 and max(gaps) <= q.max_items, (owner, served)
 
 

@@ -149,6 +149,9 @@ class GenerationResult:
     # Sentences for the user about how the request was taken, e.g. that this model ignores
     # prompt weights or the negative prompt.
     notes: tuple[str, ...] = ()
+    # Pipeline runs this job took: more than 1 when the worker running it was lost mid-job (a
+    # Ray replica that died) and it ran again elsewhere, or an out-of-memory batch was split.
+    attempts: int = 1
 
 
 @dataclass(frozen=True)

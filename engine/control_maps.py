@@ -23,7 +23,6 @@ All maps come back as RGB images of the upload's size; :func:`prepare_control_im
 from __future__ import annotations
 
 import logging
-from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
@@ -31,35 +30,33 @@ import cv2
 import numpy as np
 from PIL import Image
 
-from engine.requests import GenerationError
+from engine.requests import (
+    ControlKind,
+    GenerationError,
+    InvalidImage,
+    InvalidRequest,
+    NotAvailable,
+    aspect_problem,
+)
 
 log = logging.getLogger(__name__)
 
-
-class ControlKind(StrEnum):
-    CANNY = "canny"
-    DEPTH = "depth"
-    LINEART = "lineart"
-    SCRIBBLE = "scribble"
-    POSE = "pose"
-
+__all__ = ["ControlKind", "make_control_map", "parse_control_kind", "prepare_control_image"]
 
 CANNY_LOW, CANNY_HIGH = 100, 200  # diffusers' ControlNet guide (and the original ControlNet demo)
 # ControlNet 1.1's scribble_xdog: Gaussian blurs of sigma 0.5 and 5, lines where the difference
 # exceeds half the threshold 32 (its default).
 XDOG_FINE_SIGMA, XDOG_COARSE_SIGMA, XDOG_THRESHOLD = 0.5, 5.0, 32
 LINEART_GAIN = 4.0  # a line 64 levels darker than its surroundings becomes full white
-# Sizes are rounded to multiples of 8, so two sizes of one aspect ratio differ a little.
-ASPECT_TOLERANCE = 0.05
 
 
 def parse_control_kind(name: str) -> ControlKind:
-    """``name`` as a control kind, or a :class:`GenerationError` listing the kinds there are."""
+    """``name`` as a control kind, or an :class:`InvalidRequest` listing the kinds there are."""
     try:
         return ControlKind(name.strip().lower())
     except ValueError:
         kinds = ", ".join(k.value for k in ControlKind)
-        raise GenerationError(f"Unknown control type {name!r}; choose one of {kinds}.") from None
+        raise InvalidRequest(f"Unknown control type {name!r}; choose one of {kinds}.") from None
 
 
 def make_control_map(
@@ -75,12 +72,12 @@ def make_control_map(
         return scribble_map(image)
     if kind is ControlKind.DEPTH:
         if depth_model is None:
-            raise GenerationError(
+            raise NotAvailable(
                 "Depth control needs a depth-estimation model, and none is configured "
                 "(EASEL_DEPTH_MODEL)."
             )
         return depth_model(image)
-    raise GenerationError(POSE_UNAVAILABLE)
+    raise NotAvailable(POSE_UNAVAILABLE)
 
 
 def canny_map(image: Image.Image, *, low: int = CANNY_LOW, high: int = CANNY_HIGH) -> Image.Image:
@@ -221,15 +218,11 @@ def prepare_control_image(image: Image.Image, width: int, height: int) -> Image.
     """A control map (made here or uploaded ready-made) at the generated size.
 
     A map of a different shape would stretch the picture it steers, so beyond the rounding of
-    sizes to multiples of 8 it is refused with a :class:`GenerationError`.
+    sizes to multiples of 8 it is refused with an :class:`InvalidImage`.
     """
-    have, want = image.width / image.height, width / height
-    if abs(have / want - 1) > ASPECT_TOLERANCE:
-        raise GenerationError(
-            f"The control image is {image.width}×{image.height} (aspect {have:.2f}), but the "
-            f"picture is {width}×{height} ({want:.2f}); use an image of the same shape or "
-            "set --ar to match it."
-        )
+    problem = aspect_problem("control image", image.size, width, height)
+    if problem is not None:
+        raise InvalidImage(problem)
     rgb = image.convert("RGB")
     if rgb.size == (width, height):
         return rgb

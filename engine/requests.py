@@ -14,6 +14,32 @@ class Operation(StrEnum):
     TXT2IMG = "txt2img"
     IMG2IMG = "img2img"
     UPSCALE = "upscale"  # resize ×2, then a low-strength image-to-image pass ("hires fix")
+    # Repaint the white part of a mask and keep the rest exactly: Vary (Region), and Zoom Out,
+    # Pan and Make Square on a canvas from engine.ops.outpaint.
+    INPAINT = "inpaint"
+    CONTROL = "control"  # text-to-image steered by a control map through a ControlNet
+    # Upscale (Subtle): a super-resolution model, ×2 or ×4, no diffusion; UPSCALE is Creative.
+    UPSCALE_SUBTLE = "upscale_subtle"
+
+    @property
+    def uses_model(self) -> bool:
+        """Whether the operation runs the diffusion model (a Subtle upscale does not)."""
+        return self is not Operation.UPSCALE_SUBTLE
+
+    @property
+    def starts_from_image(self) -> bool:
+        """Whether the operation denoises a start image (``init_images`` and ``strength``)."""
+        return self in (Operation.IMG2IMG, Operation.UPSCALE, Operation.INPAINT)
+
+
+class ControlKind(StrEnum):
+    """What a control map shows, and so which ControlNet follows it."""
+
+    CANNY = "canny"
+    DEPTH = "depth"
+    LINEART = "lineart"
+    SCRIBBLE = "scribble"
+    POSE = "pose"
 
 
 # LoRA weights users may give. 1 is the trained strength; negative weights invert "slider"
@@ -22,6 +48,29 @@ LORA_WEIGHT_MAX = 4.0
 # A few-step job's variation or upscale runs at least this many denoising steps (or the job's own
 # count, if smaller): one step at low strength barely changes a turbo model's image.
 MIN_DENOISING_STEPS = 2
+# ControlNet weight (--cw): the ControlNet extension for A1111 offers 0-2; 0 is no control.
+CONTROL_WEIGHT_MAX = 2.0
+# Image weight (--iw). The IP-Adapter scale is half of it: diffusers' IP-Adapter guide calls
+# scale 0.5 "balanced between the text and image prompt" (Midjourney's default --iw 1) and 1.0
+# "only conditioned on the image prompt", which is --iw 2 here.
+IMAGE_WEIGHT_MAX = 2.0
+IMAGE_PROMPTS_MAX = 5  # Midjourney's /blend takes 2 to 5 images
+UPSCALE_FACTORS = (2, 4)
+FEATHER_MAX = 256  # pixels of blended border around an inpainting mask
+# Sizes are rounded to multiples of 8, so two sizes of one aspect ratio differ a little.
+ASPECT_TOLERANCE = 0.05
+
+
+def aspect_problem(what: str, size: tuple[int, int], width: int, height: int) -> str | None:
+    """Why an image of ``size`` cannot steer a ``width``×``height`` picture (a different shape
+    would stretch it), or None; sizes of one aspect ratio may differ by rounding."""
+    have, want = size[0] / size[1], width / height
+    if abs(have / want - 1) <= ASPECT_TOLERANCE:
+        return None
+    return (
+        f"The {what} is {size[0]}×{size[1]} (aspect {have:.2f}), but the picture is "
+        f"{width}×{height} ({want:.2f}); use an image of the same shape or set --ar to match it."
+    )
 
 
 def img2img_steps(steps: int, strength: float) -> int:
@@ -64,6 +113,21 @@ class GenerationRequest:
     model: str = ""  # a catalogue name (or source); "" is the catalogue's default model
     # (LoRA name, weight) pairs, applied in this order; embeddings are used by their token.
     loras: tuple[tuple[str, float], ...] = ()
+    # INPAINT: white = repaint, black = keep; one mask per start image or one shared, each the
+    # picture's size. The engine repaints the mask grown by ``feather`` pixels and blends the
+    # original back across that border; beyond it every pixel of the original is kept exactly.
+    masks: tuple[Image.Image, ...] = ()
+    feather: int | None = None  # None: engine.ops.masks.feather_radius(width, height)
+    # CONTROL: a ready control map per seed or one shared (engine.control_maps makes them from
+    # an upload, or the user uploads one), what it shows, and its weight (--cw; 0 = no control).
+    control_images: tuple[Image.Image, ...] = ()
+    control: str = ""
+    control_weight: float = 1.0
+    # Image prompts (IP-Adapter) for TXT2IMG and CONTROL, in order: /imagine with --iw, /blend.
+    # Each image adds its own tokens, in this order; the weight is --iw (0 = no image prompt).
+    image_prompts: tuple[Image.Image, ...] = ()
+    image_weight: float = 1.0
+    style_only: bool = False  # --sref: the adapter's style layer alone (InstantStyle; SDXL)
 
     @property
     def count(self) -> int:
@@ -72,9 +136,23 @@ class GenerationRequest:
     def init_image(self, index: int) -> Image.Image:
         return self.init_images[index if len(self.init_images) > 1 else 0]
 
+    def mask(self, index: int) -> Image.Image:
+        return self.masks[index if len(self.masks) > 1 else 0]
+
+    def control_image(self, index: int) -> Image.Image:
+        return self.control_images[index if len(self.control_images) > 1 else 0]
+
+    @property
+    def upscale_factor(self) -> int:
+        """UPSCALE_SUBTLE: how many times the start image's size the result is."""
+        return self.width // self.init_images[0].width if self.init_images else 0
+
     def denoising_steps(self) -> int:
-        """Steps the sampler actually runs: image-to-image skips the first (1 - strength)."""
-        if self.operation is Operation.TXT2IMG:
+        """Steps the sampler actually runs: image-to-image skips the first (1 - strength). A
+        Subtle upscale reports its tiles instead, counted as it runs; 1 until then."""
+        if self.operation is Operation.UPSCALE_SUBTLE:
+            return 1
+        if not self.operation.starts_from_image:
             return self.steps
         return int(self.steps * (self.strength or 0.0))
 
@@ -82,11 +160,13 @@ class GenerationRequest:
         """Why this request cannot run, in words for users; None when it can."""
         if not self.seeds:
             return "No images requested."
+        if self.operation is Operation.UPSCALE_SUBTLE:
+            return self._subtle_upscale_problem()
         if self.width % 8 or self.height % 8 or self.width < 8 or self.height < 8:
             return f"Width and height must be multiples of 8, not {self.width}×{self.height}."
         if self.steps < 1:
             return "At least one step is needed."
-        if self.operation is not Operation.TXT2IMG:
+        if self.operation.starts_from_image:
             if not self.init_images:
                 return "Image-to-image needs a start image."
             if self.strength is None or not 0 < self.strength <= 1:
@@ -98,6 +178,9 @@ class GenerationRequest:
                     f"Strength {self.strength} with {self.steps} steps leaves no step to run; "
                     f"raise --steps (to {img2img_steps(self.steps, self.strength)}) or --strength."
                 )
+        problem = self._inpaint_problem() or self._control_problem() or self._image_prompt_problem()
+        if problem is not None:
+            return problem
         seen: set[str] = set()
         for name, weight in self.loras:
             if name.casefold() in seen:
@@ -108,6 +191,91 @@ class GenerationRequest:
                     f"LoRA '{name}' has weight {weight:g}; weights go from "
                     f"-{LORA_WEIGHT_MAX:g} to {LORA_WEIGHT_MAX:g}."
                 )
+        return None
+
+    def _inpaint_problem(self) -> str | None:
+        if self.operation is not Operation.INPAINT:
+            return "Only an inpainting request takes a mask." if self.masks else None
+        if not self.masks:
+            return "Inpainting needs a mask (white where the picture should change)."
+        if len(self.masks) not in (1, self.count):
+            return "Give one mask, or one per seed."
+        size = (self.width, self.height)
+        for image in self.init_images:
+            if image.size != size:
+                return (
+                    f"The image to edit is {image.width}×{image.height}, but the request is "
+                    f"{self.width}×{self.height}; they must be the same size."
+                )
+        for mask in self.masks:
+            if mask.size != size:
+                return (
+                    f"The mask is {mask.width}×{mask.height}; the picture is "
+                    f"{self.width}×{self.height}."
+                )
+            if mask.mode not in ("L", "1"):
+                return f"The mask must be a grayscale image (mode L), not mode {mask.mode}."
+        if self.feather is not None and not 0 <= self.feather <= FEATHER_MAX:
+            return f"The mask's feathering goes from 0 to {FEATHER_MAX} pixels, not {self.feather}."
+        return None
+
+    def _control_problem(self) -> str | None:
+        if self.operation is not Operation.CONTROL:
+            if self.control_images or self.control:
+                return "Only a ControlNet request takes a control image."
+            return None
+        kinds = ", ".join(k.value for k in ControlKind)
+        if self.control not in set(ControlKind):
+            return f"Unknown control type {self.control!r}; choose one of {kinds}."
+        if not self.control_images:
+            return "ControlNet needs a control image."
+        if len(self.control_images) not in (1, self.count):
+            return "Give one control image, or one per seed."
+        if not (
+            math.isfinite(self.control_weight) and 0 <= self.control_weight <= CONTROL_WEIGHT_MAX
+        ):
+            return (
+                f"The control weight (--cw) goes from 0 to {CONTROL_WEIGHT_MAX:g}, "
+                f"not {self.control_weight:g}."
+            )
+        for image in self.control_images:
+            problem = aspect_problem("control image", image.size, self.width, self.height)
+            if problem is not None:
+                return problem
+        return None
+
+    def _image_prompt_problem(self) -> str | None:
+        if not self.image_prompts:
+            return "--sref needs an image to take the style from." if self.style_only else None
+        if self.operation not in (Operation.TXT2IMG, Operation.CONTROL):
+            return "Image prompts go with a new picture (/imagine or /blend), not with an edit."
+        if len(self.image_prompts) > IMAGE_PROMPTS_MAX:
+            return (
+                f"{len(self.image_prompts)} image prompts; at most {IMAGE_PROMPTS_MAX} can "
+                "steer one picture."
+            )
+        if not (math.isfinite(self.image_weight) and 0 <= self.image_weight <= IMAGE_WEIGHT_MAX):
+            return (
+                f"The image weight (--iw) goes from 0 to {IMAGE_WEIGHT_MAX:g}, "
+                f"not {self.image_weight:g}."
+            )
+        return None
+
+    def _subtle_upscale_problem(self) -> str | None:
+        if len(self.init_images) != 1:
+            return "Upscale (Subtle) needs one image."
+        if self.count != 1:
+            return "Upscale (Subtle) makes one image; it does not use seeds."
+        source = self.init_images[0]
+        factor = self.upscale_factor
+        if factor not in UPSCALE_FACTORS or (self.width, self.height) != (
+            source.width * factor,
+            source.height * factor,
+        ):
+            return (
+                f"Upscale (Subtle) makes exactly ×2 or ×4 of the {source.width}×{source.height} "
+                f"image, not {self.width}×{self.height}."
+            )
         return None
 
     def batch_key(self) -> tuple[Any, ...]:
@@ -123,6 +291,12 @@ class GenerationRequest:
             self.sampler,
             self.strength,
             self.tile,
+            # Per call: which ControlNet and how strongly; how many image tokens, how strongly.
+            self.control,
+            self.control_weight,
+            len(self.image_prompts),
+            self.image_weight,
+            self.style_only,
         )
 
 
@@ -231,3 +405,12 @@ class UnknownLora(InvalidRequest):
 
 class NotAvailable(InvalidRequest):
     """A sampler, option or operation the model's family does not offer."""
+
+
+class InvalidImage(InvalidRequest):
+    """An image given with a request that cannot be used as it is: a mask of the wrong size or
+    kind, an all-black mask, an unreadable or mismatched control image."""
+
+
+class NothingFound(InvalidImage):
+    """Segmentation found nothing matching the words (Vary Region by text)."""

@@ -291,6 +291,7 @@ class DeviceExecutor(Executor):
             "name": self.name,
             "device": self.pool.device,
             "busy": self._busy,
+            "jobs_done": self.stats.jobs_done,
             "models_loaded": [m.name for m in self.pool.loaded()],
         }
 
@@ -542,6 +543,8 @@ class Engine:
         self.batch_max_images = batch_max_images
         self.preview_interval = preview_interval
         if not executors:
+            if len(set(devices)) != len(devices):  # two threads would share one pipeline
+                raise ValueError(f"devices named twice: {', '.join(devices)}")
             spec = PoolSpec.of(self.pool)
             executors = [
                 DeviceExecutor(self.pool if d == self.pool.device else spec.pool(d))

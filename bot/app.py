@@ -95,11 +95,33 @@ def service_config(settings: Settings, runner: str | None = None) -> ServiceConf
 
 
 class NoEngine:
-    """For commands that only read the records (history, show, cancel): loading a model to list
-    jobs would cost seconds to minutes. Anything that needs the engine says so."""
+    """For commands that only read the records (history, show, cancel, models): loading a model
+    to list jobs would cost seconds to minutes. Anything that needs the engine says so."""
 
     def __init__(self, settings: Settings) -> None:
-        self.info = ModelInfo(settings.model, "unknown", 512, "", settings.device, settings.dtype)
+        from engine.catalogue import AdapterFolder
+
+        self.catalogue = catalogue(settings)
+        default = self.catalogue.default
+        self.info = ModelInfo(
+            default.name,
+            default.family or "unknown",
+            default.native_side,
+            "",
+            settings.device,
+            settings.dtype,
+        )
+        self._loras = AdapterFolder(settings.lora_dir, "lora")
+        self._embeddings = AdapterFolder(settings.embeddings_dir, "embedding")
+
+    def models(self) -> tuple[Any, ...]:
+        return self.catalogue.entries()
+
+    def loras(self) -> tuple[Any, ...]:
+        return self._loras.entries()
+
+    def embeddings(self) -> tuple[Any, ...]:
+        return self._embeddings.entries()
 
     def submit(self, request: object, **_: object) -> NoReturn:
         raise EngineStopped("This command runs without the engine.")
@@ -114,6 +136,17 @@ class NoEngine:
         return EngineHealth(alive=False, model=None, queued=0, running=0)
 
 
+def catalogue(settings: Settings) -> Any:
+    """The model catalogue: EASEL_MODELS_FILE, or EASEL_MODEL as a catalogue of one."""
+    from engine.catalogue import CatalogueError, load_catalogue
+
+    try:
+        return load_catalogue(settings.models_file, settings.model)
+    except CatalogueError as exc:
+        name = "EASEL_MODELS_FILE" if settings.models_file else "EASEL_MODEL"
+        raise ConfigError(f"Setting {name}: {exc}") from None
+
+
 @asynccontextmanager
 async def open_app(
     settings: Settings, *, with_engine: bool = True, runner: str = "cli"
@@ -121,7 +154,8 @@ async def open_app(
     """The whole stack, ready; stopped and closed on exit. Without the engine for commands
     that only read or change records. ``runner`` is "bot" or "cli": what this process is, for
     the jobs it runs."""
-    from engine.loading import ModelLoadError, load_model
+    from engine.loading import ModelLoadError
+    from engine.pool import ModelPool
     from engine.safety import load_safety_checker
     from engine.text_safety import load_text_classifier
     from engine.worker import Engine
@@ -138,20 +172,24 @@ async def open_app(
             await service.recover()
             yield App(settings, store, files, None, service)
             return
+        pool = ModelPool(
+            catalogue(settings),
+            data_dir=settings.data_dir,
+            device=settings.device,
+            dtype=settings.dtype,
+            memory_budget=settings.model_memory or None,
+            compile_unet=settings.compile,
+            cpu_threads=settings.cpu_threads,
+            lora_dir=settings.lora_dir,
+            embeddings_dir=settings.embeddings_dir,
+        )
         try:
-            model = await asyncio.to_thread(
-                load_model,
-                settings.model,
-                data_dir=settings.data_dir,
-                device=settings.device,
-                dtype=settings.dtype,
-                compile_unet=settings.compile,
-                cpu_threads=settings.cpu_threads,
-            )
+            await asyncio.to_thread(pool.preload)  # the default model, before the first job
         except ModelLoadError as exc:
-            raise ConfigError(f"Setting EASEL_MODEL: {exc}") from None
+            name = "EASEL_MODELS_FILE" if settings.models_file else "EASEL_MODEL"
+            raise ConfigError(f"Setting {name}: {exc}") from None
         engine = Engine(
-            model,
+            pool,
             queue_size=settings.queue_size,
             max_per_owner=settings.max_queued_per_user,
             batch_max_images=settings.batch_max_images,
@@ -173,7 +211,7 @@ async def open_app(
                 classifier = await asyncio.to_thread(
                     load_safety_checker,
                     settings.safety_checker,
-                    model=settings.model,
+                    model=engine.info.source,
                     device=settings.device,
                 )
             except ModelLoadError as exc:

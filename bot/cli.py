@@ -115,13 +115,34 @@ def _read_upload(path: str) -> Upload:
 async def cmd_imagine(service: Service, args: argparse.Namespace) -> int:
     upload = _read_upload(args.image) if args.image else None
     actor = _actor(args)
-    return await _run_job(
-        service,
-        lambda on_progress: service.imagine(
-            actor, args.prompt, upload=upload, on_progress=on_progress
-        ),
-        args,
-    )
+    prompts = await service.permutations(actor, args.prompt)
+    if len(prompts) > 1:
+        print(f"The {{…}} options make {len(prompts)} prompts: one job each.", file=sys.stderr)
+    for text in prompts:
+        status = await _run_job(
+            service,
+            lambda on_progress, text=text: service.imagine(
+                actor, text, upload=upload, on_progress=on_progress
+            ),
+            args,
+        )
+        if status != EXIT_OK:
+            return status
+    return EXIT_OK
+
+
+async def cmd_models(service: Service, args: argparse.Namespace) -> int:
+    actor = _actor(args)
+    found = service.models(actor, await service.guild(actor))
+    for m in found.models:
+        default = " (default)" if m.name == found.default else ""
+        print(
+            f"{m.name}{default}: {m.family or '?'}, {m.steps} steps, cfg {m.guidance:g}, "
+            f"{m.sampler}, {m.native_side}px" + (f" — {m.description}" if m.description else "")
+        )
+    for title, entries in (("LoRAs", found.loras), ("Embeddings", found.embeddings)):
+        print(f"{title}: " + (", ".join(e.name for e in entries) or "none"))
+    return EXIT_OK
 
 
 async def cmd_upscale(service: Service, args: argparse.Namespace) -> int:
@@ -307,6 +328,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--strong", action="store_true", help="vary strongly (default: subtly)")
     p.add_argument("--prompt", help="remix: a new prompt for the variations")
     job_command("reroll", "the same prompt with a new seed")
+    p = sub.add_parser("models", help="the models, LoRAs and embeddings installed")
+    p.add_argument("--user", help=argparse.SUPPRESS)
     p = sub.add_parser("history", help="recent jobs")
     p.add_argument("--user", help="whose jobs (default: yours)")
     p.add_argument("--search", help="only prompts containing this text")
@@ -359,6 +382,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 SERVICE_COMMANDS: dict[str, Callable[[Service, argparse.Namespace], Awaitable[int]]] = {
     "imagine": cmd_imagine,
+    "models": cmd_models,
     "upscale": cmd_upscale,
     "vary": cmd_vary,
     "reroll": cmd_reroll,

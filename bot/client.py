@@ -16,6 +16,7 @@ from discord.ext import commands
 
 from bot.cogs.admin import AdminCog, PrivacyCog
 from bot.cogs.imagine import ImagineCog, JobButton
+from bot.cogs.models import ModelsCog
 from bot.cogs.user import UserCog
 from bot.core.errors import EaselError
 from bot.core.service import Service
@@ -74,6 +75,7 @@ class EaselBot(commands.Bot):
     async def add_easel_commands(self) -> None:
         await self.add_cog(ImagineCog(self, self.progress_interval))
         await self.add_cog(UserCog(self))
+        await self.add_cog(ModelsCog(self))
         await self.add_cog(AdminCog(self))
         await self.add_cog(PrivacyCog(self))
         self.add_dynamic_items(JobButton)

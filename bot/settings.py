@@ -6,6 +6,7 @@ except the token, which is ``DISCORD_TOKEN`` as every Discord tutorial calls it.
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Literal
 
@@ -37,6 +38,12 @@ class Settings(BaseSettings):
 
     # Model and hardware.
     model: str = "tiny"
+    # A models.toml naming several models (see the README); without it, EASEL_MODEL is the one.
+    models_file: Path | None = None
+    # Bytes of model weights to keep loaded at once ("24GB", "8GiB" or a number); 0: no limit.
+    model_memory: int = 0
+    lora_dir: Path | None = None
+    embeddings_dir: Path | None = None
     device: str = "auto"
     dtype: Literal["auto", "float16", "bfloat16", "float32"] = "auto"
     compile: bool = False
@@ -83,12 +90,20 @@ class Settings(BaseSettings):
         "text_classifier",
         "database_url",
         "command_guild",
+        "models_file",
+        "lora_dir",
+        "embeddings_dir",
         mode="before",
     )
     @classmethod
     def _empty_is_unset(cls, value: object) -> object:
         # `.env.example` lists optional settings as `NAME=`; an empty value means "not set".
         return None if isinstance(value, str) and not value.strip() else value
+
+    @field_validator("model_memory", mode="before")
+    @classmethod
+    def _size(cls, value: object) -> object:
+        return parse_size(value) if isinstance(value, str) else value
 
     @field_validator("default_sampler")
     @classmethod
@@ -136,6 +151,19 @@ class Settings(BaseSettings):
             sampler=self.default_sampler,
             negative=self.default_negative,
         )
+
+
+_UNITS = {"": 1, "B": 1, "KB": 10**3, "MB": 10**6, "GB": 10**9, "TB": 10**12}
+_UNITS |= {"KIB": 2**10, "MIB": 2**20, "GIB": 2**30, "TIB": 2**40}
+
+
+def parse_size(text: str) -> int:
+    """ "24GB", "8 GiB", "1500000000" → bytes."""
+    match = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([A-Za-z]*)\s*", text)
+    unit = match.group(2).upper() if match else None
+    if match is None or unit not in _UNITS:
+        raise ValueError("must be a size such as 24GB, 8GiB or a number of bytes")
+    return int(float(match.group(1)) * _UNITS[unit])
 
 
 def _env_name(loc: tuple[object, ...]) -> str:

@@ -157,5 +157,5 @@ def test_bad_settings_and_missing_token_are_one_line(run):
 
 def test_db_upgrade_creates_the_database(run, tmp_path):
     result = run("db", "upgrade")
-    assert result.returncode == 0 and "revision 0004" in result.stdout
+    assert result.returncode == 0 and "revision 0005" in result.stdout
     assert Path(tmp_path / "data" / "easel.db").exists()

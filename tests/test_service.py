@@ -88,7 +88,7 @@ async def test_imagine_records_the_job_writes_pngs_and_charges_the_quota(
     assert await service.images_used_today(user) == 4
     assert service.remake_command(job) == (
         "a lighthouse at dusk --ar 3:2 --seed 7 --steps 4 --cfg 7 --sampler euler_a --count 4"
-        " --no fog"
+        " --model tiny --no fog"
     )
 
 

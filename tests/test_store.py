@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import sqlite3
 import sys
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -45,7 +46,8 @@ async def db_url(request, tmp_path):
 
 
 def spec(text="a lighthouse at dusk --seed 7 --count 4"):
-    return resolve(parse_prompt(text), native_side=64)
+    """A spec as the service makes them: its model is the one the job records ("tiny")."""
+    return replace(resolve(parse_prompt(text), native_side=64), model="tiny")
 
 
 async def new_job(store, user, **kw):

@@ -14,7 +14,7 @@ import discord
 from discord import app_commands
 from discord.ext import commands
 
-from bot.cogs.common import actor_from, answer_privately, delete_messages, given
+from bot.cogs.common import actor_from, answer_privately, delete_messages, given, model_choices
 from bot.cogs.user import SAMPLER_CHOICES
 from bot.core.admin import Admin
 from bot.core.models import GuildSettings
@@ -39,7 +39,8 @@ def describe_guild(g: GuildSettings, warnings: Sequence[str] = ()) -> str:
         f"Channels: {channels}\nAdmin roles: {roles}\n"
         f"Daily images per user: {show(g.daily_images_per_user)} · max steps: "
         f"{show(g.max_steps)}\nDefaults: aspect {show(g.aspect)} · steps {show(g.steps)} · "
-        f"guidance {show(g.guidance)} · sampler {show(g.sampler)} · negative {show(g.negative)}"
+        f"guidance {show(g.guidance)} · sampler {show(g.sampler)} · negative {show(g.negative)} · "
+        f"model {show(g.model)}"
     ) + "".join(f"\n⚠️ {w}" for w in warnings)
 
 
@@ -207,6 +208,7 @@ class AdminCog(commands.Cog):
         blur="Post flagged images blurred and spoilered instead of withholding them",
         uploads="Let members give start images (photos) to edit",
         daily_quota="Images per member per day",
+        model="The server's default model (/models lists them)",
         max_steps="Most sampling steps a prompt may ask for",
     )
     @app_commands.choices(sampler=SAMPLER_CHOICES)
@@ -223,8 +225,10 @@ class AdminCog(commands.Cog):
         guidance: app_commands.Range[float, 0.0, 30.0] | None = None,
         sampler: str | None = None,
         negative: str | None = None,
+        model: str | None = None,
     ) -> None:
         changes = given(
+            model=model,
             nsfw_rule=nsfw,
             blur_flagged=blur,
             allow_uploads=uploads,
@@ -243,6 +247,12 @@ class AdminCog(commands.Cog):
             )
 
         await answer_privately(interaction, action)
+
+    @set_.autocomplete("model")
+    async def _model_names(
+        self, interaction: discord.Interaction, current: str
+    ) -> list[app_commands.Choice[str]]:
+        return model_choices(self.bot.service, actor_from(interaction), current)
 
     @admin.command(name="channel", description="Choose the channels Easel works in")
     async def channel(

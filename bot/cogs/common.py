@@ -7,9 +7,10 @@ from collections.abc import Awaitable, Callable, Iterable
 from typing import TYPE_CHECKING
 
 import discord
+from discord import app_commands
 
 from bot.core.errors import EaselError
-from bot.core.service import Actor
+from bot.core.service import Actor, Service
 
 if TYPE_CHECKING:
     from bot.client import EaselBot
@@ -68,3 +69,18 @@ async def delete_messages(bot: EaselBot, messages: Iterable[tuple[int, int]]) ->
             log.info("Could not delete message %s in %s", message_id, channel_id, exc_info=True)
             unreachable += 1
     return unreachable
+
+
+def model_choices(service: Service, actor: Actor, current: str) -> list[app_commands.Choice[str]]:
+    """Autocomplete for a model option: the catalogue's names matching what is typed (those for
+    age-restricted channels only in such a channel; the service checks again on use)."""
+    typed = current.casefold()
+    choices = []
+    for entry in service.engine.models():
+        if entry.nsfw_only and not actor.nsfw_channel:
+            continue
+        if typed and typed not in entry.name.casefold():
+            continue
+        label = f"{entry.name} — {entry.description}" if entry.description else entry.name
+        choices.append(app_commands.Choice(name=label[:100], value=entry.name))
+    return choices[:25]  # Discord shows at most 25

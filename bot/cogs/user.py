@@ -8,7 +8,7 @@ import discord
 from discord import app_commands
 from discord.ext import commands
 
-from bot.cogs.common import answer_privately, given
+from bot.cogs.common import actor_from, answer_privately, given, model_choices
 from bot.core.grammar import SAMPLERS
 from bot.core.models import UserSettings
 from bot.core.service import Actor
@@ -30,7 +30,8 @@ def describe_settings(s: UserSettings) -> str:
     return (
         f"**Your defaults** (your parameters in a prompt win over them)\n"
         f"aspect {show(s.aspect)} · steps {show(s.steps)} · guidance {show(s.guidance)} · "
-        f"sampler {show(s.sampler)}\nnegative {show(s.negative)}\nsuffix {show(s.suffix)}\n"
+        f"sampler {show(s.sampler)} · model {show(s.model)}\nnegative {show(s.negative)}\n"
+        f"suffix {show(s.suffix)}\n"
         f"remix mode {'on' if s.remix_mode else 'off'} · private results "
         f"{'on' if s.private else 'off'}\n**Presets** (use with `--preset NAME`)\n{presets}"
     )
@@ -59,6 +60,7 @@ class UserCog(commands.Cog):
         suffix="Text added to every prompt",
         remix="Open the Remix editor before variations",
         private="Post your results only to you",
+        model="Your default model (/models lists them)",
     )
     @app_commands.choices(sampler=SAMPLER_CHOICES)
     async def settings_set(
@@ -72,8 +74,10 @@ class UserCog(commands.Cog):
         suffix: str | None = None,
         remix: bool | None = None,
         private: bool | None = None,
+        model: str | None = None,
     ) -> None:
         changes = given(
+            model=model,
             aspect=aspect,
             steps=steps,
             guidance=guidance,
@@ -92,6 +96,12 @@ class UserCog(commands.Cog):
             )
 
         await answer_privately(interaction, action)
+
+    @settings_set.autocomplete("model")
+    async def _model_names(
+        self, interaction: discord.Interaction, current: str
+    ) -> list[app_commands.Choice[str]]:
+        return model_choices(self.bot.service, actor_from(interaction), current)
 
     @settings.command(name="preset", description="Save parameters under a name for --preset")
     @app_commands.describe(name="Preset name", parameters="e.g. --ar 16:9 --steps 30 --no text")

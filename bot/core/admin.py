@@ -14,7 +14,7 @@ from datetime import timedelta
 from typing import Any
 
 from bot.core.errors import InvalidInput, NotAllowed, NotFound
-from bot.core.grammar import DEFAULT_PARAMETERS, check_default
+from bot.core.grammar import DEFAULT_PARAMETERS, check_default, find_model
 from bot.core.models import (
     AuditEvent,
     BlocklistEntry,
@@ -306,6 +306,8 @@ class Admin:
                     raise InvalidInput(
                         f"A server's daily quota goes from 0 to this installation's {ceiling}."
                     )
+            elif name == "model" and value is not None:
+                value = find_model(self.service.engine.catalogue, value).name
             elif name in DEFAULT_PARAMETERS and value is not None:
                 value = check_default(name, value, limits)
             elif name in ("allowed_channel_ids", "admin_role_ids"):

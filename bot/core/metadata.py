@@ -9,6 +9,8 @@ Stable Diffusion tools (ComfyUI loaders, CivitAI, image viewers) read back:
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
+from typing import Any
 
 from bot.core.grammar import SAMPLERS
 
@@ -33,6 +35,7 @@ def format_parameters(
     model: str,
     strength: float | None = None,
     tile: bool = False,
+    loras: Sequence[Sequence[Any]] = (),
 ) -> str:
     """The text for one image. Holds nothing job-specific (no ids, no dates), so the same
     request gives byte-identical PNG files."""
@@ -48,6 +51,17 @@ def format_parameters(
         fields.append(f"Denoising strength: {_num(strength)}")
     if tile:
         fields.append("Tiling: True")
+    if loras:
+        # A1111 writes each LoRA into the prompt as a tag and lists their file hashes (the first
+        # 12 hex digits of the sha256), so other tools find the same files.
+        prompt += "".join(f" <lora:{name}:{_num(weight)}>" for name, weight, *_ in loras)
+        hashes = ", ".join(
+            f"{name}: {str(rest[0]).removeprefix('sha256:')[:12]}"
+            for name, _, *rest in loras
+            if rest
+        )
+        if hashes:
+            fields.append(f'Lora hashes: "{hashes}"')
     lines = [prompt]
     if negative:
         lines.append(f"Negative prompt: {negative}")

@@ -62,6 +62,7 @@ class UserSettings:
     presets: dict[str, str] = field(default_factory=dict)
     remix_mode: bool = False
     private: bool = False
+    model: str | None = None  # a catalogue name
 
     def defaults(self) -> Defaults:
         return defaults_of(self)
@@ -90,6 +91,7 @@ class GuildSettings:
     guidance: float | None = None
     sampler: str | None = None
     negative: str | None = None
+    model: str | None = None  # the server's default model (a catalogue name)
 
     def defaults(self) -> Defaults:
         return defaults_of(self)

@@ -25,6 +25,7 @@ from bot.core.models import (
     User,
     UserSettings,
 )
+from engine.catalogue import AdapterEntry, Catalogue, ModelEntry
 from engine.requests import (
     EngineHealth,
     GenerationRequest,
@@ -144,6 +145,11 @@ class JobHandle(Protocol):
 class Engine(Protocol):
     @property
     def info(self) -> ModelInfo: ...
+    @property
+    def catalogue(self) -> Catalogue: ...
+    def models(self) -> tuple[ModelEntry, ...]: ...
+    def loras(self) -> tuple[AdapterEntry, ...]: ...
+    def embeddings(self) -> tuple[AdapterEntry, ...]: ...
     def submit(
         self,
         request: GenerationRequest,

@@ -15,7 +15,7 @@ import logging
 import random
 import time
 from collections import OrderedDict, deque
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import Any
@@ -45,6 +45,8 @@ from bot.core.grammar import (
     Limits,
     check_default,
     check_preset_name,
+    expand_permutations,
+    find_model,
     format_spec,
     image_seed,
     parse_preset,
@@ -74,10 +76,12 @@ from engine.requests import (
     EngineStopped,
     GenerationError,
     GenerationRequest,
+    GenerationResult,
     JobCancelled,
     Operation,
     OwnerQueueFull,
     Progress,
+    img2img_steps,
 )
 from engine.requests import QueueFull as EngineQueueFull
 
@@ -145,6 +149,16 @@ class Submission:
 class Outcome:
     job: Job
     images: list[Image]
+
+
+@dataclass(frozen=True)
+class Catalogued:
+    """What can be chosen: models, LoRAs, embeddings (engine catalogue entries)."""
+
+    models: list[Any]
+    default: str
+    loras: list[Any]
+    embeddings: list[Any]
 
 
 @dataclass(frozen=True)
@@ -406,6 +420,58 @@ class Service:
         )
         raise PolicyRefusal(verdict.message, category=category, hard=verdict.hard)
 
+    def _resolve(
+        self, actor: Actor, user: User, guild: GuildSettings, parsed: Any, limits: Limits
+    ) -> GenerationSpec:
+        """The spec of a prompt: its model from the catalogue (--model, the user's, the server's
+        or the default), the model's own defaults, then the user's, the server's, the
+        installation's; LoRAs checked against those installed."""
+        spec = resolve(
+            parsed,
+            layers=[user.settings.defaults(), guild.defaults(), self.config.defaults],
+            native_side=self.engine.info.native_side,
+            limits=limits,
+            rng=self._rng,
+            models=self.engine.catalogue,
+            loras=[entry.name for entry in self.engine.loras()],
+        )
+        model = find_model(self.engine.catalogue, spec.model)
+        if model.nsfw_only and not self.nsfw_allowed(actor, guild):
+            raise Refused(
+                f"Model '{model.name}' is for age-restricted channels only, where this server "
+                "allows them."
+            )
+        return spec
+
+    async def permutations(self, actor: Actor, text: str) -> list[str]:
+        """``a {red, blue} car`` → one prompt per combination, each a job of its own and each
+        charged. Checked before any is made: every prompt parses, and the user has room for all
+        of them (job slots and today's images). One prompt for text without braces."""
+        prompts = expand_permutations(clean_text(text), self.config.limits.max_permutations)
+        if len(prompts) == 1:
+            return prompts
+        user = await self.user(actor)
+        guild = await self.guild(actor)
+        await self._gate(actor, user, guild)
+        limits = self.limits(guild)
+        parsed = [self._parse(p, user, limits) for p in prompts]
+        images = sum(p.count or min(4, limits.max_count) for p in parsed)
+        unfinished, reserved = await self.store.pending(user.id)
+        slots = self.config.max_queued_per_user - unfinished
+        if len(prompts) > slots:
+            raise TooManyJobs(
+                f"The {{…}} options make {len(prompts)} jobs, but you may have "
+                f"{self.config.max_queued_per_user} waiting at once ({unfinished} now)."
+            )
+        quota.check(
+            images=images,
+            quota=self.daily_quota(user, guild, await self.member(actor, user)),
+            used=await self.images_used_today(user),
+            reserved=reserved,
+            now=self.now(),
+        )
+        return prompts
+
     def _parse(self, text: str, user: User, limits: Limits) -> Any:
         parsed = parse_prompt(clean_text(text), presets=user.settings.presets.get, limits=limits)
         if is_blank(parsed.prompt):
@@ -442,13 +508,7 @@ class Service:
                 upload.content_type,
                 max_bytes=self.config.max_upload_bytes,
             )
-        spec = resolve(
-            parsed,
-            layers=[user.settings.defaults(), guild.defaults(), self.config.defaults],
-            native_side=self.engine.info.native_side,
-            limits=limits,
-            rng=self._rng,
-        )
+        spec = self._resolve(actor, user, guild, parsed, limits)
         kind = JobKind.IMAGINE
         if start is not None:
             kind = JobKind.IMG2IMG
@@ -508,11 +568,14 @@ class Service:
                 f"This image is {image.width}×{image.height}, above the {limits.max_pixels:,} "
                 "pixels a variation may have here; vary the image it was upscaled from."
             )
+        strength = STRONG_STRENGTH if strong else SUBTLE_STRENGTH
         spec = replace(
             parent.spec,
             seed=self._rng.randint(0, SEED_MAX),
             count=min(VARIATIONS, limits.max_count),
-            strength=STRONG_STRENGTH if strong else SUBTLE_STRENGTH,
+            strength=strength,
+            # A few-step (turbo) job gets enough steps that some actually run at this strength.
+            steps=img2img_steps(parent.spec.steps, strength),
             width=image.width,
             height=image.height,
         )
@@ -560,6 +623,7 @@ class Service:
             seed=image.seed,
             count=1,
             strength=UPSCALE_STRENGTH,
+            steps=img2img_steps(parent.spec.steps, UPSCALE_STRENGTH),
             width=width,
             height=height,
         )
@@ -807,7 +871,7 @@ class Service:
                     user_id=user.id,
                     kind=kind,
                     spec=spec,
-                    model=model_label(self.engine.info.name),
+                    model=spec.model or model_label(self.engine.info.name),
                     guild_id=actor.guild_id,
                     channel_id=actor.channel_id,
                     parent_job_id=parent[0].id if parent else None,
@@ -896,6 +960,8 @@ class Service:
             job_id=job.id,
             # With an image check configured, nothing unchecked is shown: no previews.
             previews=self.classifier is None,
+            model=spec.model or job.model,
+            loras=spec.loras,
         )
 
     async def finish(self, submission: Submission) -> Outcome:
@@ -940,7 +1006,7 @@ class Service:
             await self.store.finish_job(job.id, JobState.FAILED, error=str(exc))
             raise GenerationFailed(f"Job #{job.id} failed: {exc} Nothing was charged.") from None
         await self._started_written(job)
-        return await self._record(job, result.images, result.repro)
+        return await self._record(job, result.images, {**result.repro, "notes": _notes(result)})
 
     async def _started_written(self, job: Job) -> None:
         """Wait for this job's "running" write, so it never lands after the final state."""
@@ -958,7 +1024,8 @@ class Service:
             saved = []
             for index, (image, flagged) in enumerate(zip(images, flags, strict=True)):
                 seed = image_seed(job.spec.seed, index)
-                path, digest, _ = self.files.save_png(image, self._parameters(job, seed, image))
+                text = self._parameters(job, seed, image, repro.get("loras", ()))
+                path, digest, _ = self.files.save_png(image, text)
                 saved.append(
                     NewImage(index, seed, image.width, image.height, path, digest, flagged)
                 )
@@ -989,7 +1056,9 @@ class Service:
         return Outcome(job, await self.store.get_images(job.id))
 
     @staticmethod
-    def _parameters(job: Job, seed: int, image: PILImage.Image) -> str:
+    def _parameters(
+        job: Job, seed: int, image: PILImage.Image, loras: Sequence[Sequence[Any]] = ()
+    ) -> str:
         return format_parameters(
             prompt=job.spec.prompt,
             negative=job.spec.negative,
@@ -1002,6 +1071,7 @@ class Service:
             model=job.model,
             strength=job.spec.strength,
             tile=job.spec.tile,
+            loras=loras,
         )
 
     async def _flagged(self, image: PILImage.Image) -> bool:
@@ -1170,6 +1240,18 @@ class Service:
         index = f" image {job.parent_index + 1}" if job.parent_index is not None else ""
         return f"{what} of job #{job.parent_job_id}{index}, seed {job.spec.seed}"
 
+    def models(self, actor: Actor, guild: GuildSettings) -> Catalogued:
+        """What /models lists here: the models (those for age-restricted channels only where
+        such content is allowed), the LoRAs and the embeddings installed."""
+        nsfw = self.nsfw_allowed(actor, guild)
+        default = find_model(self.engine.catalogue, guild.model or "").name
+        return Catalogued(
+            models=[m for m in self.engine.models() if nsfw or not m.nsfw_only],
+            default=default,
+            loras=list(self.engine.loras()),
+            embeddings=list(self.engine.embeddings()),
+        )
+
     # -- personal settings ---------------------------------------------------------------------
 
     async def settings(self, actor: Actor) -> UserSettings:
@@ -1191,7 +1273,9 @@ class Service:
                 raise InvalidInput(f"There is no setting called {name}.")
             if isinstance(value, str):
                 value = clean_text(value).strip() or None
-            if value is not None and name in DEFAULT_PARAMETERS:
+            if value is not None and name == "model":
+                value = find_model(self.engine.catalogue, value).name
+            elif value is not None and name in DEFAULT_PARAMETERS:
                 value = check_default(name, value, limits)
             if name in ("negative", "suffix") and value and len(value) > 300:
                 raise InvalidInput(f"The {name} setting is limited to 300 characters.")
@@ -1247,6 +1331,17 @@ class Service:
             detail={"files": deleted},
         )
         return deleted
+
+
+def _notes(result: GenerationResult) -> list[str]:
+    """What the user should know about how their request was taken."""
+    notes = list(result.notes)
+    if result.dropped_tokens:
+        notes.append(
+            f"The prompt was too long for this model: the last {result.dropped_tokens} tokens "
+            f'were left out ("{result.dropped_text[:120]}").'
+        )
+    return notes
 
 
 def _runs_at_the_command_line(job: Job) -> bool:

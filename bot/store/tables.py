@@ -142,6 +142,8 @@ class JobRow(Base):
     strength: Mapped[float | None] = mapped_column(Float)
     tile: Mapped[bool] = mapped_column(Boolean, default=False)
     count: Mapped[int] = mapped_column(Integer)
+    # [[name, weight], ...] in the order applied.
+    loras: Mapped[list[Any]] = mapped_column(JSON, default=list)
     # What exact reproduction needs: model identity, scheduler config, dtype, device, versions.
     repro: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
     state: Mapped[str] = mapped_column(String(16))

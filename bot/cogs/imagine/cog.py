@@ -7,6 +7,8 @@ then calls one service method and hands the result to :class:`Delivery`.
 
 from __future__ import annotations
 
+import asyncio
+import functools
 import logging
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING
@@ -15,7 +17,7 @@ import discord
 from discord import app_commands
 from discord.ext import commands
 
-from bot.cogs.common import actor_from, delete_messages
+from bot.cogs.common import actor_from, delete_messages, model_choices
 from bot.cogs.imagine.buttons import Action, RemixModal
 from bot.cogs.imagine.delivery import Delivery, ProgressRelay, Reply, Undeliverable
 from bot.core.errors import BadImage, EaselError
@@ -69,6 +71,7 @@ class ImagineCog(commands.Cog, name="Imagine"):
         prompt="What to draw, with parameters such as --ar 16:9 --seed 42 --no text",
         image="A start image (PNG, JPEG or WebP) to draw from",
         negative="Things to keep out of the image (like --no)",
+        model="Which model draws it (like --model; /models lists them)",
     )
     async def imagine(
         self,
@@ -76,14 +79,28 @@ class ImagineCog(commands.Cog, name="Imagine"):
         prompt: app_commands.Range[str, 1, 4000],
         image: discord.Attachment | None = None,
         negative: app_commands.Range[str, 1, 1000] | None = None,
+        model: app_commands.Range[str, 1, 100] | None = None,
     ) -> None:
         actor = actor_from(interaction)
         private = self.service.answers_privately(actor)
         # Answer first: Discord allows 3 s for the first response, and nothing below is that fast.
         await interaction.response.defer(ephemeral=private, thinking=True)
+        if model:
+            prompt = f"{prompt} --model {model}"
         service = self.service
+        first = self.reply_for(interaction, private=private)
+        try:
+            prompts = await service.permutations(actor, prompt)
+        except EaselError as exc:
+            await first.update(f"❌ {exc}")
+            return
+        if len(prompts) > 1:  # each its own job and message, each charged: said first
+            await first.update(
+                f"Your {{…}} options make {len(prompts)} prompts: {len(prompts)} jobs, each "
+                "charged like any other."
+            )
 
-        async def submit(relay: ProgressRelay) -> Submission:
+        async def submit(text: str, relay: ProgressRelay) -> Submission:
             upload = None
             if image is not None:
                 # Size and type are checked before anything is downloaded, and the file's own
@@ -97,12 +114,23 @@ class ImagineCog(commands.Cog, name="Imagine"):
                     raise BadImage("Could not download the start image from Discord.") from None
                 upload = Upload(data, image.content_type)
             return await service.imagine(
-                actor, prompt, upload=upload, negative=negative, on_progress=relay
+                actor, text, upload=upload, negative=negative, on_progress=relay
             )
 
-        await self.delivery.run(
-            self.reply_for(interaction, private=private), submit, interaction.user.id
-        )
+        runs = []
+        for text in prompts:
+            reply = first if len(prompts) == 1 else self.reply_for(interaction, private=private)
+            reply.followup = len(prompts) > 1
+            runs.append(
+                self.delivery.run(reply, functools.partial(submit, text), interaction.user.id)
+            )
+        await asyncio.gather(*runs)
+
+    @imagine.autocomplete("model")
+    async def _model_names(
+        self, interaction: discord.Interaction, current: str
+    ) -> list[app_commands.Choice[str]]:
+        return model_choices(self.service, actor_from(interaction), current)
 
     @app_commands.command(name="show", description="Bring back a past job with live buttons")
     @app_commands.describe(job="The job number (from /history)")

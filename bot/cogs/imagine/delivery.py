@@ -123,10 +123,15 @@ class Reply:
         private: bool,
         interaction: discord.Interaction | None = None,
         message_id: int | None = None,
+        followup: bool = False,
     ) -> None:
         self.bot = bot
         self.channel_id = channel_id
         self.interaction = interaction
+        # A message of its own after the interaction's first one (one of several jobs one
+        # command made): sent as a follow-up, then edited through the same token.
+        self.followup = followup
+        self.webhook_message: discord.WebhookMessage | None = None
         self.user_id = user_id
         self.private = private
         self.started = time.monotonic()
@@ -176,7 +181,7 @@ class Reply:
             kwargs["attachments"] = [a.file() for a in attachments]
         if self.interaction is not None and time.monotonic() - self.started < TOKEN_LIFETIME:
             try:
-                message = await self.interaction.edit_original_response(**kwargs)
+                message = await self._edit_through_token(kwargs)
                 if not self.private:
                     self.message_id = message.id
                 return
@@ -197,6 +202,20 @@ class Reply:
             channel = self.bot.get_partial_messageable(self.channel_id)
             message = await channel.send(suppress_embeds=True, **kwargs)
             self.message_id = message.id
+
+    async def _edit_through_token(self, kwargs: dict[str, Any]) -> discord.Message:
+        assert self.interaction is not None
+        if not self.followup:
+            return await self.interaction.edit_original_response(**kwargs)
+        if self.webhook_message is not None:
+            self.webhook_message = await self.webhook_message.edit(**kwargs)
+            return self.webhook_message
+        kwargs = dict(kwargs)
+        kwargs["files"] = kwargs.pop("attachments", [])
+        self.webhook_message = await self.interaction.followup.send(
+            ephemeral=self.private, wait=True, **kwargs
+        )
+        return self.webhook_message
 
     async def _to_dm(self, kwargs: dict[str, Any]) -> None:
         if self.user_id is None:

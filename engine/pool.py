@@ -189,6 +189,18 @@ class ModelPool:
         entry, model, _ = self.acquire(name)
         return _info_for(entry, model)
 
+    def unload(self, name: str) -> bool:
+        """Unload ``name``'s weights now unless they are pinned (engine thread only); False if
+        there was nothing to unload. For Ray Serve's model multiplexing, which decides what
+        each replica keeps (engine.serve)."""
+        key = _weights_key(self.entry(name))
+        with self._lock:
+            slot = self._slots.get(key)
+        if slot is None or slot.pinned:
+            return False
+        self._evict(key)
+        return True
+
     def _load(self, entry: ModelEntry) -> LoadedModel:
         kwargs = dict(
             data_dir=self.data_dir,

@@ -344,7 +344,7 @@ class DeviceExecutor(Executor):
                 )
             else:
                 log.exception("Generation failed")
-                error = GenerationError(f"Generation failed: {_short(exc)}")
+                error = GenerationError(f"Generation failed: {short_error(exc)}")
             self.stats.failed(batch, error)
 
     def _generate(self, batch: list[Job], preview_interval: float) -> None:
@@ -789,7 +789,9 @@ class Engine:
                 )
             except Exception as exc:  # the executor could not take it: it is gone
                 log.exception("%s could not take a batch", executor.name)
-                executor.stats.failed(batch, GenerationError(f"Generation failed: {_short(exc)}"))
+                executor.stats.failed(
+                    batch, GenerationError(f"Generation failed: {short_error(exc)}")
+                )
                 self._finished(executor, batch)
 
     def _finished(self, executor: Executor, batch: list[Job]) -> None:
@@ -808,6 +810,6 @@ def _free_memory() -> None:
         torch.cuda.empty_cache()
 
 
-def _short(exc: BaseException) -> str:
+def short_error(exc: BaseException) -> str:
     text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
     return text[:300]

@@ -25,6 +25,15 @@ whether it may be used in age-restricted channels only::
     guidance = 0.0
     native_size = 512
 
+    [models.sd15]
+    source = "stable-diffusion-v1-5/stable-diffusion-v1-5"
+    inpaint = "stable-diffusion-v1-5/stable-diffusion-inpainting"   # optional; "" = none
+    controlnets = { canny = "lllyasviel/control_v11p_sd15_canny" }  # by control kind
+    ip_adapter = "h94/IP-Adapter/models/ip-adapter_sd15.safetensors"
+
+A model's companions (``inpaint``, ``controlnets``, ``ip_adapter``) override the settings'
+(:class:`ExtraModels`) for that model; the settings' apply to every model whose family they fit.
+
 A model's name is what jobs record and users type; it is never a file path. An entry may carry
 LoRAs applied to every job it runs (``loras = { lcm-lora-sdv1-5 = 1.0 }``): an LCM-LoRA entry
 shares the weights of the entry with the same source.
@@ -44,7 +53,7 @@ from pathlib import Path
 from typing import Any
 
 from engine.families import CLASSIC_SAMPLERS, FAMILIES, Family
-from engine.requests import LORA_WEIGHT_MAX
+from engine.requests import LORA_WEIGHT_MAX, ControlKind
 
 TINY_SOURCES = {"tiny": "sd1", "tiny-sdxl": "sdxl", "tiny-sd3": "sd3", "tiny-flux": "flux"}
 SINGLE_FILE_SUFFIXES = (".safetensors", ".ckpt")
@@ -75,6 +84,10 @@ class ModelEntry:
     default_guidance: float | None = None
     default_sampler: str | None = None
     native_size: int | None = None
+    # Companions (see ExtraModels): None = the settings' choice; "" = none for this model.
+    inpaint: str | None = None  # a dedicated inpainting checkpoint
+    controlnets: tuple[tuple[str, str], ...] = ()  # (control kind, source)
+    ip_adapter: str | None = None
 
     @property
     def family_info(self) -> Family:
@@ -173,6 +186,70 @@ class Catalogue:
         return [e for e in self._entries.values() if _same_weights(e, entry)]
 
 
+# Defaults of the models that look at pictures (their model cards): CLIPSeg's refined 64-wide
+# decoder (what InvokeAI's text-to-mask uses), BLIP base captions (990 MB) and Depth Anything V2
+# Small (99 MB).
+DEFAULT_SEGMENTER = "CIDAS/clipseg-rd64-refined"
+DEFAULT_CAPTIONER = "Salesforce/blip-image-captioning-base"
+DEFAULT_DEPTH_MODEL = "depth-anything/Depth-Anything-V2-Small-hf"
+DEFAULT_UPSCALE_TILE = 512  # input pixels per tile (engine.upscalers)
+
+
+@dataclass(frozen=True)
+class ExtraModels:
+    """The models beside the catalogue's, from the settings: where each comes from (a Hub id, a
+    folder, a file, or ``tiny``: a random one built locally, for tests and the offline demo).
+    None: not configured, and what needs it says so. All are loaded on first use.
+
+    ``inpaint``, ``controlnets`` and ``ip_adapter`` belong to a model family; they serve every
+    catalogue model of that family that does not name its own (``models.toml``).
+    """
+
+    inpaint: str | None = None  # EASEL_INPAINT_MODEL (else inpainting shares the model's weights)
+    controlnets: tuple[tuple[str, str], ...] = ()  # EASEL_CONTROLNET_CANNY, _DEPTH, _LINEART ...
+    # EASEL_IP_ADAPTER: the adapter's weights file, e.g. h94/IP-Adapter/models/ip-adapter_sd15
+    # .safetensors (a Hub repository and the path in it) or a local file; its image encoder is
+    # the folder image_encoder beside it unless EASEL_IP_ADAPTER_ENCODER names another.
+    ip_adapter: str | None = None
+    ip_adapter_encoder: str | None = None
+    upscaler: str | None = None  # EASEL_UPSCALER_MODEL: an ESRGAN-family .pth/.safetensors
+    segmenter: str = DEFAULT_SEGMENTER  # EASEL_SEGMENT_MODEL
+    captioner: str = DEFAULT_CAPTIONER  # EASEL_CAPTION_MODEL
+    depth: str = DEFAULT_DEPTH_MODEL  # EASEL_DEPTH_MODEL
+    max_upscale_pixels: int = 2048 * 2048  # EASEL_MAX_UPSCALE_PIXELS: a Subtle upscale's output
+    upscale_tile: int = DEFAULT_UPSCALE_TILE  # EASEL_UPSCALE_TILE
+
+    @classmethod
+    def tiny(cls, **overrides: Any) -> ExtraModels:
+        """Every companion a tiny random model: what the tests and the offline demo use."""
+        values: dict[str, Any] = dict(
+            controlnets=tuple((k.value, "tiny") for k in ControlKind if k is not ControlKind.POSE),
+            ip_adapter="tiny",
+            upscaler="tiny",
+            segmenter="tiny",
+            captioner="tiny",
+            depth="tiny",
+        )
+        values.update(overrides)
+        return cls(**values)
+
+    def controlnet(self, entry: ModelEntry, kind: str) -> str | None:
+        """The ControlNet for ``kind`` that ``entry`` uses, or None."""
+        for table in (entry.controlnets, self.controlnets):
+            for name, source in table:
+                if name == kind:
+                    return source or None
+        return None
+
+    def inpaint_model(self, entry: ModelEntry) -> str | None:
+        chosen = entry.inpaint if entry.inpaint is not None else self.inpaint
+        return chosen or None
+
+    def ip_adapter_of(self, entry: ModelEntry) -> str | None:
+        chosen = entry.ip_adapter if entry.ip_adapter is not None else self.ip_adapter
+        return chosen or None
+
+
 def _same_weights(a: ModelEntry, b: ModelEntry) -> bool:
     return (a.source, a.config, a.dtype) == (b.source, b.config, b.dtype)
 
@@ -268,6 +345,9 @@ _FIELDS: dict[str, tuple[type | tuple[type, ...], str]] = {
     "loras": (dict, "a table such as { name = 0.8 }"),
     "config": (str, "text in quotes"),
     "dtype": (str, "text in quotes"),
+    "inpaint": (str, "text in quotes"),
+    "controlnets": (dict, 'a table such as { canny = "lllyasviel/control_v11p_sd15_canny" }'),
+    "ip_adapter": (str, "text in quotes"),
 }
 
 
@@ -341,6 +421,23 @@ def _entry(path: Path, name: str, table: Any) -> ModelEntry:
                 f"-{LORA_WEIGHT_MAX:g} to {LORA_WEIGHT_MAX:g}."
             )
         loras.append((lora, float(weight)))
+    controlnets: list[tuple[str, str]] = []
+    for kind, control_source in (table.get("controlnets") or {}).items():
+        if kind not in set(ControlKind):
+            kinds = ", ".join(k.value for k in ControlKind)
+            raise CatalogueError(
+                f"{_where(path, name, 'controlnets')}: '{kind}' is not a control type ({kinds})."
+            )
+        if not isinstance(control_source, str):
+            raise CatalogueError(
+                f"{_where(path, name, 'controlnets')}: the source of '{kind}' must be text."
+            )
+        controlnets.append((kind, _resolve_companion(control_source, path)))
+    companions = {
+        key: _resolve_companion(table[key], path) if table[key] else ""
+        for key in ("inpaint", "ip_adapter")
+        if key in table
+    }
     entry = ModelEntry(
         name=name,
         source=_resolve_source(source, path),
@@ -356,6 +453,8 @@ def _entry(path: Path, name: str, table: Any) -> ModelEntry:
         default_guidance=float(guidance) if guidance is not None else None,
         default_sampler=sampler,
         native_size=native,
+        controlnets=tuple(controlnets),
+        **companions,
     )
     return entry
 
@@ -371,6 +470,19 @@ def _resolve_source(source: str, catalogue: Path | None) -> str:
     if source.startswith(("./", "../")) or path.suffix in SINGLE_FILE_SUFFIXES or beside.exists():
         return str(beside.resolve())
     return source  # a Hub id
+
+
+def _resolve_companion(source: str, catalogue: Path) -> str:
+    """A companion's source: a path relative to the file when it says so (./, ../) or names
+    something beside it; else as written (a Hub id, which for an IP-Adapter ends in a file's
+    path inside the repository)."""
+    path = Path(source).expanduser()
+    if path.is_absolute() or source == "tiny":
+        return str(path) if path.is_absolute() else source
+    beside = Path(catalogue).parent / path
+    if source.startswith(("./", "../")) or beside.exists():
+        return str(beside.resolve())
+    return source
 
 
 def _with_native(entry: ModelEntry) -> ModelEntry:

@@ -42,6 +42,14 @@ class Family:
     # Width and height must be multiples of this: the VAE's 8, times the transformer's 2×2
     # patches for SD3 and FLUX (their pipelines' checks).
     size_multiple: int = 8
+    # ControlNets and IP-Adapters as Easel runs them attach to a U-Net (diffusers'
+    # ControlNetModel, IPAdapterMixin on UNet2DConditionModel); SD3's and FLUX's own variants
+    # are other classes Easel does not load.
+    controlnet: bool = True
+    ip_adapter: bool = True
+    # --sref: InstantStyle's style layer (up_blocks.0.attentions.1) was found on SDXL's U-Net;
+    # SD 1.x and 2.x have no layer shown to carry style alone.
+    style_reference: bool = False
 
     def size_problem(self, width: int, height: int, model: str) -> str | None:
         if width % self.size_multiple == 0 and height % self.size_multiple == 0:
@@ -62,6 +70,28 @@ class Family:
                 "seamless tiling needs a convolutional (U-Net) model."
             )
         return problem
+
+    def operation_problem(
+        self, model: str, operation: str, *, image_prompts: bool = False, style_only: bool = False
+    ) -> str | None:
+        """Why a model of this family cannot run ``operation`` (an engine.requests.Operation
+        value) as asked; None when it can."""
+        if operation == "control" and not self.controlnet:
+            return (
+                f"ControlNet is not available for model '{model}' ({self.label}); "
+                "Easel runs ControlNets on Stable Diffusion 1.x, 2.x and XL."
+            )
+        if image_prompts and not self.ip_adapter:
+            return (
+                f"Image prompts are not available for model '{model}' ({self.label}); "
+                "Easel runs IP-Adapters on Stable Diffusion 1.x, 2.x and XL."
+            )
+        if style_only and not self.style_reference:
+            return (
+                f"--sref is not available for model '{model}' ({self.label}): the adapter's "
+                "style-only layer is known for Stable Diffusion XL; use an image prompt (--iw)."
+            )
+        return None
 
     def sampler_problem(self, sampler: str, model: str) -> str | None:
         if sampler in self.samplers:
@@ -116,6 +146,7 @@ FAMILIES: dict[str, Family] = {
         weighting=True,
         embeddings=True,
         tiling=True,
+        style_reference=True,
     ),
     # SD3 medium model card: 1024×1024, 28 steps, guidance 7.0, FlowMatchEulerDiscreteScheduler.
     "sd3": Family(
@@ -131,6 +162,8 @@ FAMILIES: dict[str, Family] = {
         embeddings=False,
         tiling=False,
         size_multiple=16,
+        controlnet=False,
+        ip_adapter=False,
     ),
     # FLUX.1 model cards: schnell 4 steps without guidance, dev 28-50 steps at (distilled)
     # guidance 3.5. Neither takes a negative prompt in its standard pipeline call.
@@ -148,6 +181,8 @@ FAMILIES: dict[str, Family] = {
         tiling=False,
         negative=False,
         size_multiple=16,
+        controlnet=False,
+        ip_adapter=False,
     ),
 }
 

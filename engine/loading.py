@@ -17,7 +17,11 @@ from typing import Any
 import diffusers
 import torch
 import transformers
-from diffusers import AutoPipelineForImage2Image, AutoPipelineForText2Image
+from diffusers import (
+    AutoPipelineForImage2Image,
+    AutoPipelineForInpainting,
+    AutoPipelineForText2Image,
+)
 
 from engine.catalogue import (
     SINGLE_FILE_SUFFIXES,
@@ -44,6 +48,14 @@ _PIPELINES = {
     "sd3": "StableDiffusion3Pipeline",
     "flux": "FluxPipeline",
 }
+# The same for a dedicated inpainting checkpoint (a U-Net taking the mask and the masked image).
+_INPAINT_PIPELINES = {
+    "sd1": "StableDiffusionInpaintPipeline",
+    "sd2": "StableDiffusionInpaintPipeline",
+    "sdxl": "StableDiffusionXLInpaintPipeline",
+    "sd3": "StableDiffusion3InpaintPipeline",
+    "flux": "FluxInpaintPipeline",
+}
 # Where diffusers takes the parts a transformer-only checkpoint lacks (text encoders, VAE):
 # DIFFUSERS_DEFAULT_PIPELINE_PATHS in diffusers/loaders/single_file_utils.py.
 _BASE_REPOS = {
@@ -69,6 +81,9 @@ class LoadedModel:
     # Per-model state owned by the engine thread: loaded LoRAs and embeddings, the prompt
     # encoder and its cache (engine.adapters, engine.weighting).
     state: dict[str, Any] = field(default_factory=dict)
+    # A dedicated inpainting checkpoint: ``txt2img`` holds its inpainting pipeline (whose
+    # encoders and U-Net the prompt encoder and LoRAs use) and ``img2img`` is None.
+    inpainting: bool = False
 
     @property
     def family(self) -> str:
@@ -86,7 +101,16 @@ class LoadedModel:
 
 
 def make_batch_invariant(pipe: Any) -> None:
-    """Make each image's pixels independent of how many images share its pipeline call.
+    """Make each image's pixels independent of how many images share its pipeline call
+    (the pipeline's denoiser: see :func:`batch_invariant`)."""
+    unet = getattr(pipe, "unet", None)
+    batch_invariant(unet if unet is not None else pipe.transformer)
+
+
+def batch_invariant(denoiser: torch.nn.Module) -> None:
+    """Make each image's pixels independent of how many images share a call of ``denoiser``
+    (a U-Net, a ControlNet, a transformer; modules added later, such as an IP-Adapter's, are
+    covered by calling this again).
 
     On a CPU a linear layer can round differently for different batch sizes (MKL picks its
     kernels by shape), so a ``(batch, C)`` input gives bits that depend on the batch. Two
@@ -97,10 +121,8 @@ def make_batch_invariant(pipe: Any) -> None:
     batch already. Forward methods are wrapped in place, so module names stay those LoRA files
     address.
     """
-    unet = getattr(pipe, "unet", None)
-    denoiser = unet if unet is not None else pipe.transformer
-    if unet is not None:
-        embedding = unet.time_embedding
+    embedding = getattr(denoiser, "time_embedding", None)  # U-Nets and their ControlNets
+    if embedding is not None and not getattr(embedding.forward, "_easel_shared", False):
         embed = embedding.forward
 
         def shared(sample: torch.Tensor, condition: torch.Tensor | None = None) -> torch.Tensor:
@@ -112,9 +134,10 @@ def make_batch_invariant(pipe: Any) -> None:
                 return embed(sample[:1])
             return embed(sample, condition)
 
+        shared._easel_shared = True  # type: ignore[attr-defined]
         embedding.forward = shared
     for module in denoiser.modules():
-        if isinstance(module, torch.nn.Linear):
+        if isinstance(module, torch.nn.Linear) and not getattr(module.forward, "_easel_rows", 0):
             module.forward = _row_by_row(module.forward)
 
 
@@ -124,6 +147,7 @@ def _row_by_row(forward: Any) -> Any:
             return torch.cat([forward(x[i : i + 1]) for i in range(x.shape[0])])
         return forward(x)
 
+    rows._easel_rows = True  # type: ignore[attr-defined]
     return rows
 
 
@@ -219,7 +243,7 @@ def _pipeline_family(pipe: Any) -> str:
     return "sd2" if unet.config.cross_attention_dim == 1024 else "sd1"
 
 
-def _from_folder(folder: Path, kwargs: dict[str, Any]) -> Any:
+def _from_folder(folder: Path, kwargs: dict[str, Any], inpainting: bool = False) -> Any:
     # Components the folder declares absent (SD3 without its T5 encoder: null in
     # model_index.json) must be passed as None, or diffusers asks for them.
     index = folder / "model_index.json"
@@ -228,10 +252,13 @@ def _from_folder(folder: Path, kwargs: dict[str, Any]) -> Any:
         for key, value in json.loads(index.read_text()).items():
             if isinstance(value, list) and value and value[0] is None:
                 absent[key] = None
-    return AutoPipelineForText2Image.from_pretrained(folder, **kwargs, **absent)
+    auto = AutoPipelineForInpainting if inpainting else AutoPipelineForText2Image
+    return auto.from_pretrained(folder, **kwargs, **absent)
 
 
-def _from_single_file(path: Path, entry: ModelEntry, kwargs: dict[str, Any]) -> Any:
+def _from_single_file(
+    path: Path, entry: ModelEntry, kwargs: dict[str, Any], inpainting: bool = False
+) -> Any:
     if path.suffix == ".safetensors":
         try:
             family = checkpoint_family(read_safetensors_header(path))
@@ -239,7 +266,7 @@ def _from_single_file(path: Path, entry: ModelEntry, kwargs: dict[str, Any]) -> 
             raise ModelLoadError(f"{path.name} is {exc}.") from None
     else:
         family = entry.family or "sd1"  # a .ckpt pickle: SD 1.x/2.x, as A1111 shares them
-    cls = getattr(diffusers, _PIPELINES[family])
+    cls = getattr(diffusers, (_INPAINT_PIPELINES if inpainting else _PIPELINES)[family])
     if family not in ("sd3", "flux"):
         return cls.from_single_file(str(path), config=entry.config, **kwargs)
     # SD3 and FLUX files often hold the transformer alone: take the other parts (text encoders,
@@ -280,9 +307,11 @@ def load_entry(
     dtype: str = "auto",
     compile_unet: bool = False,
     cpu_threads: int = 0,
+    inpainting: bool = False,
 ) -> LoadedModel:
     """Load a catalogue entry's weights and prepare them for batch-invariant, shared-weight
-    generation. Raises :class:`ModelLoadError` with one line for the user."""
+    generation; ``inpainting``: the entry is a dedicated inpainting checkpoint (same loading
+    forms). Raises :class:`ModelLoadError` with one line for the user."""
     # A server's log is no terminal: no progress bars while loading.
     diffusers.utils.logging.disable_progress_bar()
     transformers.utils.logging.disable_progress_bar()
@@ -299,7 +328,7 @@ def load_entry(
     try:
         if source in TINY_SOURCES:
             folder = tiny_model_folder(data_dir, source)
-            pipe = _from_folder(folder, kwargs)
+            pipe = _from_folder(folder, kwargs, inpainting)
             identity = file_identity(_weight_files(folder), data_dir)
             log.warning(
                 "Using the built-in %s model: random weights, so it makes noise, not "
@@ -307,10 +336,10 @@ def load_entry(
                 source,
             )
         elif path.is_file() and path.suffix in SINGLE_FILE_SUFFIXES:
-            pipe = _from_single_file(path, entry, kwargs)
+            pipe = _from_single_file(path, entry, kwargs, inpainting)
             identity = file_identity([path], data_dir)
         elif path.is_dir():
-            pipe = _from_folder(path, kwargs)
+            pipe = _from_folder(path, kwargs, inpainting)
             identity = file_identity(_weight_files(path), data_dir)
         elif path.exists():
             raise ModelLoadError(
@@ -322,7 +351,7 @@ def load_entry(
         else:
             # A Hub id: download (or find in the cache) first, so we know the exact revision.
             folder = Path(diffusers.DiffusionPipeline.download(source))
-            pipe = _from_folder(folder, kwargs)
+            pipe = _from_folder(folder, kwargs, inpainting)
             identity = f"{source}@{folder.name}"
     except ModelLoadError:
         raise
@@ -355,8 +384,10 @@ def load_entry(
             pipe.unet = torch.compile(unet)
         else:
             pipe.transformer = torch.compile(pipe.transformer)
-    img2img = AutoPipelineForImage2Image.from_pipe(pipe)
-    img2img.set_progress_bar_config(disable=True)
+    img2img = None
+    if not inpainting:
+        img2img = AutoPipelineForImage2Image.from_pipe(pipe)
+        img2img.set_progress_bar_config(disable=True)
     native = entry.native_size or _native_side(pipe)
     size = _module_bytes(pipe)
     info = ModelInfo(
@@ -386,6 +417,7 @@ def load_entry(
         device=torch_device,
         dtype=torch_dtype,
         size_bytes=size,
+        inpainting=inpainting,
     )
 
 

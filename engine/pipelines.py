@@ -3,6 +3,11 @@
 Each image gets its own CPU ``torch.Generator`` seeded from its request, its prompt embedded on
 its own (cached), and — with the measures in :mod:`engine.loading` — the same bits whether it runs
 alone or batched with others, in every family (on a CPU; GPUs promise run-to-run determinism).
+
+Every operation shares this path: text-to-image, image-to-image and Creative upscale here;
+inpainting, ControlNet and image prompts add their pipeline and arguments from
+:mod:`engine.ops` (all over the model's own modules); a Subtle upscale runs no diffusion and
+goes to its upscaler.
 """
 
 from __future__ import annotations
@@ -11,7 +16,7 @@ import json
 from collections import OrderedDict
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import diffusers
@@ -21,17 +26,17 @@ from PIL import Image
 from engine.adapters import Adapters
 from engine.catalogue import AdapterFolder
 from engine.loading import LoadedModel
+from engine.ops import control, inpaint
+from engine.ops.base import RunOutput, StepAborted, StepCallback
+from engine.ops.companions import Companions
 from engine.requests import GenerationRequest, NotAvailable, Operation
 from engine.samplers import make_scheduler
 from engine.weighting import CompelEncoder, Encoded, PipelineEncoder, make_encoder
 
+__all__ = ["Prepared", "RunOutput", "Runner", "StepAborted", "StepCallback"]
+
 EMBED_CACHE_SIZE = 64
-
-StepCallback = Callable[[int, int, torch.Tensor], None]
-
-
-class StepAborted(Exception):
-    """Raised from the step callback to stop a pipeline call at a step boundary."""
+Item = tuple[GenerationRequest, int, Encoded]  # a request, which of its images, its prompt
 
 
 @dataclass
@@ -47,14 +52,14 @@ class Prepared:
 
 
 @dataclass
-class RunOutput:
-    """What :meth:`Runner.run` returns: each request's images, embeddings (with their notes and
-    what the encoder dropped), the adapters' notes, and the batch's reproduction record."""
+class Call:
+    """One operation's part of a pipeline call: the pipeline, its own arguments, what the
+    result records, and what to do with the images afterwards (inpainting's paste-back)."""
 
-    images: list[list[Image.Image]]
+    pipe: Any
+    kwargs: dict[str, Any]
     repro: dict[str, Any]
-    encoded: list[Encoded] = field(default_factory=list)
-    notes: list[str] = field(default_factory=list)
+    finish: Callable[[list[Image.Image]], list[Image.Image]] | None = None
 
 
 def _json_safe(config: Any) -> dict[str, Any]:
@@ -97,11 +102,19 @@ def _vae_tiling(model: LoadedModel, enabled: bool) -> Iterator[None]:
 
 
 class Runner:
-    def __init__(self, model: LoadedModel, adapters: Adapters | None = None) -> None:
+    def __init__(
+        self,
+        model: LoadedModel,
+        adapters: Adapters | None = None,
+        companions: Companions | None = None,
+    ) -> None:
+        """``companions``: the model's inpainting, ControlNets and IP-Adapter (none configured
+        when not given: inpainting shares the weights, the others say what to set)."""
         self.model = model
         self.adapters = adapters or Adapters(
             model, AdapterFolder(None, "lora"), AdapterFolder(None, "embedding")
         )
+        self.companions = companions or Companions(model)
         self._encoder: CompelEncoder | PipelineEncoder | None = None
         self._embeddings: OrderedDict[tuple[Any, ...], Encoded] = OrderedDict()
 
@@ -125,13 +138,27 @@ class Runner:
         """Check the requests against the model's family; switch on the batch's LoRAs (its
         requests share one set) and load the embeddings its prompts use; encode each prompt.
         Raises NotAvailable / UnknownLora."""
+        first = requests[0]
+        if not first.operation.uses_model:  # a Subtle upscale: no prompt, one call
+            nothing = [Encoded({}) for _ in requests]
+            return Prepared([list(range(len(requests)))], nothing, [], [], [])
+        if first.operation is Operation.INPAINT:
+            dedicated = self.companions.inpainting.dedicated()
+            if dedicated is not None:
+                return dedicated.prepare(requests)
+        family = self.model.family_info
         for request in requests:
-            problem = self.model.family_info.request_problem(
+            problem = family.request_problem(
                 self.model.info.name,
                 sampler=request.sampler,
                 width=request.width,
                 height=request.height,
                 tile=request.tile,
+            ) or family.operation_problem(
+                self.model.info.name,
+                request.operation.value,
+                image_prompts=bool(request.image_prompts),
+                style_only=request.style_only,
             )
             if problem is not None:
                 raise NotAvailable(problem)
@@ -151,6 +178,23 @@ class Runner:
         reproduction record. Their embeddings must have one shape (one group of
         :meth:`prepare`)."""
         first = requests[0]
+        if not first.operation.uses_model:
+            output = self.companions.upscale.run(requests, on_step)
+            output.repro["operation"] = first.operation.value
+            return output
+        if first.operation is Operation.INPAINT:
+            dedicated = self.companions.inpainting.dedicated()
+            if dedicated is not None:
+                output = dedicated.run(requests, on_step)
+                info = dedicated.model.info
+                output.repro.update(
+                    inpaint_model=info.source,
+                    inpaint_model_identity=info.identity,
+                    model=self.model.info.name,
+                    model_identity=self.model.info.identity,
+                    model_source=self.model.info.source,
+                )
+                return output
         model = self.model
         cfg = _cfg(first, model)
         prepared = self.prepare(requests)
@@ -178,16 +222,14 @@ class Runner:
             generator=[torch.Generator("cpu").manual_seed(r.seeds[i]) for r, i, _ in items],
             output_type="pil",
         )
-        if first.operation is Operation.TXT2IMG:
-            pipe = model.txt2img
+        call = self._operation(first, items)
+        kwargs.update(call.kwargs)
+        pipe = call.pipe
+        if first.image_prompts:
+            call.repro.update(self.companions.image_prompts.activate(first))
+            kwargs["ip_adapter_image_embeds"] = [self.companions.image_prompts.embeds(items, cfg)]
         else:
-            pipe = model.img2img
-            size = (first.width, first.height)
-            kwargs["image"] = [_prepare(r.init_image(i), size) for r, i, _ in items]
-            kwargs["strength"] = first.strength
-        if first.operation is Operation.TXT2IMG or model.family in ("sd3", "flux"):
-            # SD3's and FLUX's image-to-image pipelines do not take the size from the image.
-            kwargs.update(width=first.width, height=first.height)
+            self.companions.image_prompts.deactivate()
 
         scheduler = make_scheduler(first.sampler, model.scheduler_config, model.family)
         pipe.scheduler = scheduler
@@ -209,6 +251,8 @@ class Runner:
             _vae_tiling(model, big and first.operation is Operation.UPSCALE),
         ):
             images = pipe(**kwargs).images
+        if call.finish is not None:
+            images = call.finish(images)
         if padded:
             images = images[:1]
 
@@ -231,8 +275,39 @@ class Runner:
             "torch": torch.__version__,
             "diffusers": diffusers.__version__,
             "vae_tiling": bool(big and first.operation is Operation.UPSCALE),
+            "operation": first.operation.value,
+            **call.repro,
         }
         return RunOutput(out, repro, prepared.encoded, prepared.notes)
+
+    def _operation(self, first: GenerationRequest, items: list[Item]) -> Call:
+        """The pipeline and the arguments of ``first``'s operation (the batch shares it)."""
+        model = self.model
+        size = {"width": first.width, "height": first.height}
+        operation = first.operation
+        if operation is Operation.TXT2IMG:
+            return Call(model.txt2img, size, {})
+        if operation is Operation.CONTROL:
+            pipe, record = self.companions.controls.pipeline(first.control)
+            kwargs = self.companions.controls.kwargs(items)
+            return Call(pipe, kwargs, {**record, **control.record(first)})
+        if operation is Operation.INPAINT:
+            inpainting = self.companions.inpainting
+            kwargs, plans = inpainting.kwargs(items)
+            return Call(
+                inpainting.pipeline(),
+                kwargs,
+                inpaint.record(first, inpainting.pipeline_name()),
+                lambda images: inpaint.finish(images, plans),
+            )
+        kwargs = {
+            "image": [_prepare(r.init_image(i), (first.width, first.height)) for r, i, _ in items],
+            "strength": first.strength,
+        }
+        if model.family in ("sd3", "flux"):
+            # SD3's and FLUX's image-to-image pipelines do not take the size from the image.
+            kwargs.update(size)
+        return Call(model.img2img, kwargs, {"strength": first.strength})
 
 
 def _cfg(request: GenerationRequest, model: LoadedModel) -> bool:

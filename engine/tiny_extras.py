@@ -305,3 +305,96 @@ def build_tiny_ip_adapter(directory: Path, *, data_dir: Path, model: str = "tiny
         )
 
     return _build_once(Path(directory) / f"{model}-ip-adapter", build)
+
+
+def build_tiny_inpaint_model(directory: Path, *, data_dir: Path) -> Path:
+    """A dedicated inpainting checkpoint for the tiny SD 1.x model, as a diffusers folder: the
+    tiny model's text encoder and VAE with a U-Net of its shape taking 9 input channels (the
+    latents, the mask and the masked image's latents), as stable-diffusion-inpainting does."""
+
+    def build(tmp: Path) -> None:
+        import torch
+        from diffusers import (
+            StableDiffusionInpaintPipeline,
+            StableDiffusionPipeline,
+            UNet2DConditionModel,
+        )
+
+        from engine.tiny import tiny_model_folder
+
+        base = StableDiffusionPipeline.from_pretrained(tiny_model_folder(Path(data_dir), "tiny"))
+        config = {**base.unet.config, "in_channels": 9}
+        torch.manual_seed(0)
+        unet = UNet2DConditionModel.from_config(config)
+        pipe = StableDiffusionInpaintPipeline(
+            vae=base.vae,
+            text_encoder=base.text_encoder,
+            tokenizer=base.tokenizer,
+            unet=unet,
+            scheduler=base.scheduler,
+            safety_checker=None,
+            feature_extractor=None,
+            requires_safety_checker=False,
+        )
+        pipe.save_pretrained(tmp, safe_serialization=True)
+
+    return _build_once(Path(directory) / "tiny-inpaint", build)
+
+
+def build_tiny_segmenter(directory: Path) -> Path:
+    """A tiny CLIPSeg folder (CLIP text and vision encoders, the segmentation decoder, a
+    byte-level CLIP tokenizer and CIDAS/clipseg-rd64-refined's image processor settings at a
+    tiny size), loaded as the real one is (``CLIPSegForImageSegmentation``)."""
+
+    def build(tmp: Path) -> None:
+        import torch
+        from transformers import (
+            CLIPSegConfig,
+            CLIPSegForImageSegmentation,
+            CLIPSegProcessor,
+            CLIPTokenizer,
+            ViTImageProcessor,
+        )
+
+        from engine.tiny import _vocab
+
+        vocab = _vocab()
+        tokenizer = CLIPTokenizer(vocab=vocab, merges=[], model_max_length=77)
+        config = CLIPSegConfig(
+            text_config={
+                "vocab_size": len(vocab),
+                "hidden_size": 32,
+                "intermediate_size": 37,
+                "num_attention_heads": 4,
+                "num_hidden_layers": 3,
+                "max_position_embeddings": 77,
+                "bos_token_id": vocab["<|startoftext|>"],
+                "eos_token_id": vocab["<|endoftext|>"],
+                "pad_token_id": vocab["<|endoftext|>"],
+            },
+            vision_config={
+                "hidden_size": 32,
+                "intermediate_size": 37,
+                "num_attention_heads": 4,
+                "num_hidden_layers": 3,
+                "image_size": 32,
+                "patch_size": 8,
+            },
+            projection_dim=32,
+            extract_layers=(0, 1, 2),  # every layer of the three (the real one taps 3, 6, 9)
+            reduce_dim=16,
+            decoder_num_attention_heads=4,
+            decoder_intermediate_size=32,
+        )
+        torch.manual_seed(0)
+        CLIPSegForImageSegmentation(config).save_pretrained(tmp)
+        # CIDAS/clipseg-rd64-refined's preprocessor: resize (bilinear), ImageNet statistics.
+        image_processor = ViTImageProcessor(
+            size={"height": 32, "width": 32},
+            resample=2,
+            image_mean=[0.485, 0.456, 0.406],
+            image_std=[0.229, 0.224, 0.225],
+        )
+        CLIPSegProcessor(image_processor=image_processor, tokenizer=tokenizer).save_pretrained(tmp)
+
+    return _build_once(Path(directory) / "tiny-clipseg", build)

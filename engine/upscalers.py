@@ -34,6 +34,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -43,11 +44,10 @@ import torch.nn.functional as F
 from PIL import Image
 
 from engine.loading import ModelLoadError, pick_device
-from engine.requests import GenerationError
+from engine.requests import UPSCALE_FACTORS, GenerationError, InvalidRequest
 
 log = logging.getLogger(__name__)
 
-UPSCALE_FACTORS = (2, 4)
 MODEL_SUFFIXES = (".pth", ".safetensors")
 MIN_TILE = 32  # below this, most of every tile is overlap and the model sees little context
 
@@ -143,28 +143,39 @@ class Upscaler:
         return self.info.scale
 
     def upscale(
-        self, image: Image.Image, factor: int, *, tile: int | None = 512, overlap: int = 32
+        self,
+        image: Image.Image,
+        factor: int,
+        *,
+        tile: int | None = 512,
+        overlap: int = 32,
+        on_tile: Callable[[int, int], None] | None = None,
     ) -> Image.Image:
         """``image`` enlarged exactly ``factor`` times (2 or 4) in both directions.
 
         ``tile`` is the tile side in input pixels (None: the whole image at once, memory growing
         with its size); ``overlap`` the least overlap between neighbouring tiles. Transparency is
-        kept (the alpha channel is resized with Lanczos; the model sees RGB).
+        kept (the alpha channel is resized with Lanczos; the model sees RGB). ``on_tile(done,
+        total)`` is called after each tile; what it raises (a cancellation) passes through.
         Raises :class:`engine.requests.GenerationError` with a user-readable reason.
         """
         if factor not in UPSCALE_FACTORS:
-            raise GenerationError(f"The upscale factor must be 2 or 4, not {factor}.")
+            raise InvalidRequest(f"The upscale factor must be 2 or 4, not {factor}.")
         if tile is not None and (tile < MIN_TILE or not 0 <= overlap <= tile // 2):
-            raise GenerationError(
+            raise InvalidRequest(
                 f"Upscale tiles must be at least {MIN_TILE} pixels with an overlap of 0 up to "
                 f"half a tile, not {tile} pixels overlapping by {overlap}."
             )
         has_alpha = image.mode in ("RGBA", "LA", "PA") or "transparency" in image.info
         alpha = image.convert("RGBA").getchannel("A") if has_alpha else None
         rgb = np.array(image.convert("RGB"))  # writable: torch shares its memory
+        passes = _pass_factors(self.scale, factor)
+        counter = _TileCounter(on_tile, _tile_count(image.size, passes, tile, overlap))
         try:
-            for pass_factor in _pass_factors(self.scale, factor):
-                rgb = self._one_pass(rgb, pass_factor, tile, overlap)
+            for pass_factor in passes:
+                rgb = self._one_pass(rgb, pass_factor, tile, overlap, counter)
+        except _CallbackRaised as raised:
+            raise raised.error from None
         except torch.OutOfMemoryError as exc:
             raise GenerationError(
                 f"Out of memory upscaling {image.width}×{image.height} ×{factor}"
@@ -181,7 +192,9 @@ class Upscaler:
             out.putalpha(alpha.resize(out.size, Image.Resampling.LANCZOS))
         return out
 
-    def _one_pass(self, rgb: np.ndarray, factor: int, tile: int | None, overlap: int) -> np.ndarray:
+    def _one_pass(
+        self, rgb: np.ndarray, factor: int, tile: int | None, overlap: int, counter: _TileCounter
+    ) -> np.ndarray:
         """One run of the model over ``rgb`` (H×W×3 uint8), tiled, giving ``factor``× the size."""
         height, width = rgb.shape[:2]
         xs, tile_w = _tiling(width, tile, overlap)
@@ -196,6 +209,7 @@ class Upscaler:
                 piece = self._run_tile(source[..., y : y + tile_h, x : x + tile_w], factor)
                 weight = weights_y[row][:, None, None] * weights_x[column][None, :, None]
                 band[:, x * factor : (x + tile_w) * factor] += piece * weight
+                counter.step()
             # Rows above the next row of tiles are final: no later tile reaches them.
             next_top = ys[row + 1] * factor if row + 1 < len(ys) else height * factor
             done = next_top - y * factor
@@ -214,6 +228,40 @@ class Upscaler:
             size = (tile.shape[-2] * factor, tile.shape[-1] * factor)
             y = F.interpolate(y.float(), size=size, mode="bicubic", antialias=True)
         return y[0].permute(1, 2, 0).float().cpu().numpy()
+
+
+class _CallbackRaised(Exception):
+    def __init__(self, error: BaseException) -> None:
+        super().__init__(str(error))
+        self.error = error
+
+
+class _TileCounter:
+    """Counts finished tiles for ``on_tile``; what it raises is carried past upscale()'s own
+    error handling."""
+
+    def __init__(self, on_tile: Callable[[int, int], None] | None, total: int) -> None:
+        self.on_tile = on_tile
+        self.total = total
+        self.done = 0
+
+    def step(self) -> None:
+        self.done += 1
+        if self.on_tile is not None:
+            try:
+                self.on_tile(self.done, self.total)
+            except Exception as exc:
+                raise _CallbackRaised(exc) from exc
+
+
+def _tile_count(size: tuple[int, int], passes: list[int], tile: int | None, overlap: int) -> int:
+    """Tiles the passes over an image of ``size`` run, in all."""
+    width, height = size
+    total = 0
+    for factor in passes:
+        total += len(_tiling(width, tile, overlap)[0]) * len(_tiling(height, tile, overlap)[0])
+        width, height = width * factor, height * factor
+    return total
 
 
 def _pass_factors(scale: int, factor: int) -> list[int]:

@@ -8,7 +8,6 @@ raises :class:`engine.requests.InvalidImage` / :class:`~engine.requests.InvalidR
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Iterable
 
 import numpy as np
@@ -97,10 +96,3 @@ def binarize(mask: Image.Image) -> Image.Image:
 def coverage(mask: Image.Image) -> float:
     """The share of the picture a mask changes, 0 to 1."""
     return float((np.asarray(mask.convert("L")) >= 128).mean())
-
-
-def mask_identity(mask: Image.Image) -> str:
-    """sha256 of a mask's size and pixels (not of a PNG encoding, which Pillow may change)."""
-    digest = hashlib.sha256(f"{mask.width}x{mask.height}:".encode())
-    digest.update(np.asarray(binarize(mask)).tobytes())
-    return "sha256:" + digest.hexdigest()[:16]

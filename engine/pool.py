@@ -5,6 +5,10 @@ room.
 :meth:`ModelPool.acquire` loads and runs on the engine thread only (one batch at a time, so
 every other model is idle while it loads). The listing methods are cheap and safe anywhere,
 the event loop included: they never load weights.
+
+Each loaded model carries its companions (engine.ops.companions: inpainting, ControlNets, an
+IP-Adapter, loaded on first use from the catalogue entry or the pool's :class:`ExtraModels`),
+counted in its size; the Subtle upscaler is one for the pool.
 """
 
 from __future__ import annotations
@@ -18,12 +22,27 @@ from pathlib import Path
 
 import torch
 
-from engine.adapters import Adapters
-from engine.catalogue import AdapterEntry, AdapterFolder, Catalogue, ModelEntry
+from engine.adapters import Adapters, unknown_lora
+from engine.catalogue import (
+    AdapterEntry,
+    AdapterFolder,
+    Catalogue,
+    ExtraModels,
+    ModelEntry,
+    detect_family,
+)
 from engine.families import FAMILIES
 from engine.loading import LoadedModel, ModelLoadError, is_out_of_memory, load_entry
+from engine.ops.companions import Companions
+from engine.ops.upscale import SubtleUpscale, pixel_problem
 from engine.pipelines import Runner
-from engine.requests import ModelInfo, UnknownModel
+from engine.requests import (
+    GenerationRequest,
+    InvalidRequest,
+    ModelInfo,
+    NotAvailable,
+    UnknownModel,
+)
 
 log = logging.getLogger(__name__)
 
@@ -75,10 +94,13 @@ class ModelPool:
         cpu_threads: int = 0,
         lora_dir: Path | None = None,
         embeddings_dir: Path | None = None,
+        extras: ExtraModels | None = None,
     ) -> None:
         """``memory_budget``: bytes of model weights to keep loaded (GPU or CPU, wherever the
-        models run); None or 0 keeps every model that was loaded."""
+        models run); None or 0 keeps every model that was loaded. ``extras``: the companion
+        models from the settings (none when not given)."""
         self.catalogue = catalogue
+        self.extras = extras or ExtraModels()
         self.data_dir = Path(data_dir)
         self.device = device
         self.dtype = dtype
@@ -92,6 +114,7 @@ class ModelPool:
         self._lock = threading.Lock()  # the slots, for readers on other threads
         self.loads = 0  # weights loaded from disk (or the Hub), for health and benchmarks
         self.evictions = 0
+        self.upscale = SubtleUpscale(self.extras, data_dir=self.data_dir, device=device)
         for entry in catalogue:
             for lora, _ in entry.loras:
                 if lora_dir is not None and self.loras.find(lora) is None:
@@ -100,7 +123,13 @@ class ModelPool:
                     )
 
     @classmethod
-    def of(cls, model: LoadedModel, *, data_dir: Path | None = None) -> ModelPool:
+    def of(
+        cls,
+        model: LoadedModel,
+        *,
+        data_dir: Path | None = None,
+        extras: ExtraModels | None = None,
+    ) -> ModelPool:
         """A catalogue of one model, already loaded and never unloaded."""
         entry = ModelEntry(
             name=model.info.name,
@@ -108,9 +137,9 @@ class ModelPool:
             family=model.info.family,
             native_size=model.info.native_side,
         )
-        pool = cls(Catalogue([entry], entry.name), data_dir=data_dir or Path("."))
+        pool = cls(Catalogue([entry], entry.name), data_dir=data_dir or Path("."), extras=extras)
         pool._slots[_weights_key(entry)] = _Slot(
-            model, pool._runner(model), time.monotonic(), pinned=True
+            model, pool._runner(model, entry), time.monotonic(), pinned=True
         )
         pool._sizes[_weights_key(entry)] = model.size_bytes
         return pool
@@ -153,6 +182,53 @@ class ModelPool:
         with self._lock:
             return sum(s.model.size_bytes for s in self._slots.values())
 
+    def check(self, request: GenerationRequest) -> GenerationRequest:
+        """``request`` with its model's catalogue name, or the InvalidRequest that it cannot
+        run here: bad input, an unknown model or LoRA, a sampler, option or operation its
+        family lacks, a companion model that is not configured. Cheap (nothing is loaded)."""
+        problem = request.problem()
+        if problem is not None:
+            raise InvalidRequest(problem)
+        entry = self.entry(request.model)
+        for name, _ in request.loras:
+            if self.loras.find(name) is None:
+                raise unknown_lora(name, self.loras)
+        operation = request.operation
+        if not operation.uses_model:
+            problem = pixel_problem(request, self.extras.max_upscale_pixels)
+            if problem is None and not self.extras.upscaler:
+                problem = "Upscale (Subtle) is not available: no upscaler model is configured."
+            if problem is not None:
+                raise NotAvailable(problem)
+            return replace(request, model=entry.name)
+        if entry.family is not None:  # else it is checked once the model is loaded
+            family = FAMILIES[entry.family]
+            problem = family.request_problem(
+                entry.name,
+                sampler=request.sampler,
+                width=request.width,
+                height=request.height,
+                tile=request.tile,
+            ) or family.operation_problem(
+                entry.name,
+                operation.value,
+                image_prompts=bool(request.image_prompts),
+                style_only=request.style_only,
+            )
+            if problem is not None:
+                raise NotAvailable(problem)
+        if request.control and self.extras.controlnet(entry, request.control) is None:
+            raise NotAvailable(
+                f"{request.control.capitalize()} control is not available for model "
+                f"'{entry.name}': no {request.control} ControlNet is configured."
+            )
+        if request.image_prompts and self.extras.ip_adapter_of(entry) is None:
+            raise NotAvailable(
+                f"Image prompts are not available for model '{entry.name}': no IP-Adapter "
+                "is configured."
+            )
+        return replace(request, model=entry.name)
+
     def lora_entries(self) -> tuple[AdapterEntry, ...]:
         return self.loras.entries()
 
@@ -174,7 +250,7 @@ class ModelPool:
                 return entry, slot.model, slot.runner
         self._make_room(key, self._sizes.get(key) or _bytes_on_disk(entry.source))
         model = self._load(entry)
-        runner = self._runner(model)
+        runner = self._runner(model, entry)
         with self._lock:
             self._slots[key] = _Slot(model, runner, time.monotonic())
         self._sizes[key] = model.size_bytes
@@ -221,8 +297,52 @@ class ModelPool:
             self._evict(key)
         return load_entry(entry, **kwargs)
 
-    def _runner(self, model: LoadedModel) -> Runner:
-        return Runner(model, Adapters(model, self.loras, self.embeddings, self.data_dir))
+    def _runner(self, model: LoadedModel, entry: ModelEntry) -> Runner:
+        companions = Companions(
+            model,
+            extras=self.extras,
+            entry=entry,
+            data_dir=self.data_dir,
+            load_inpaint=lambda: self._load_inpainting(model, entry),
+            upscale=self.upscale,
+        )
+        adapters = Adapters(model, self.loras, self.embeddings, self.data_dir)
+        return Runner(model, adapters, companions)
+
+    def _load_inpainting(self, base: LoadedModel, entry: ModelEntry) -> Runner | None:
+        """The runner of ``entry``'s dedicated inpainting checkpoint, loaded now; None when
+        none is configured or the configured one is of another family (inpainting then shares
+        the model's weights). Its size counts with the model's."""
+        source = self.extras.inpaint_model(entry)
+        if source == "tiny":
+            from engine.tiny_extras import build_tiny_inpaint_model
+
+            if base.info.source != "tiny":  # it is made for the tiny SD 1.x model
+                return None
+            source = str(build_tiny_inpaint_model(self.data_dir / "models", data_dir=self.data_dir))
+        if not source:
+            return None
+        family = detect_family(source)
+        if family is not None and family != base.family:
+            log.info("Inpainting model %s is %s: not for %s.", source, family, entry.name)
+            return None
+        inpaint_entry = ModelEntry(f"{entry.name} (inpainting)", source, dtype=entry.dtype)
+        model = load_entry(
+            inpaint_entry,
+            data_dir=self.data_dir,
+            device=self.device,
+            dtype=self.dtype,
+            compile_unet=self.compile_unet,
+            cpu_threads=self.cpu_threads,
+            inpainting=True,
+        )
+        if model.family != base.family:
+            log.info("Inpainting model %s is %s: not for %s.", source, model.family, entry.name)
+            return None
+        base.size_bytes += model.size_bytes
+        log.info("Inpainting checkpoint %s loaded for %s.", source, entry.name)
+        adapters = Adapters(model, self.loras, self.embeddings, self.data_dir)
+        return Runner(model, adapters, Companions(model, data_dir=self.data_dir))
 
     def _evictable(self, keep: tuple[str, str | None, str | None] | None) -> list[tuple]:
         with self._lock:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import math
 from dataclasses import dataclass, field
 from enum import StrEnum
@@ -88,6 +89,14 @@ def img2img_steps(steps: int, strength: float) -> int:
     while int(total * strength) < want:
         total += 1
     return total
+
+
+def image_identity(image: Image.Image) -> str:
+    """sha256 of an image's mode, size and pixels (not of a file encoding, which Pillow may
+    change between versions): what a record needs to tell an input again."""
+    digest = hashlib.sha256(f"{image.mode}:{image.width}x{image.height}:".encode())
+    digest.update(image.tobytes())
+    return "sha256:" + digest.hexdigest()[:16]
 
 
 @dataclass(frozen=True)
@@ -279,7 +288,9 @@ class GenerationRequest:
         return None
 
     def batch_key(self) -> tuple[Any, ...]:
-        """Requests with equal keys can share one pipeline call."""
+        """Requests with equal keys can share one pipeline call. Requests that share a call
+        share its reproduction record, so masks, control maps and image prompts must be the
+        same images (their identities are in the key)."""
         return (
             self.model.casefold(),
             self.loras,
@@ -291,12 +302,15 @@ class GenerationRequest:
             self.sampler,
             self.strength,
             self.tile,
-            # Per call: which ControlNet and how strongly; how many image tokens, how strongly.
+            # Per call: which ControlNet, how strongly; the image prompts' strength and inputs.
             self.control,
             self.control_weight,
-            len(self.image_prompts),
             self.image_weight,
             self.style_only,
+            self.feather,
+            tuple(image_identity(i) for i in self.masks),
+            tuple(image_identity(i) for i in self.control_images),
+            tuple(image_identity(i) for i in self.image_prompts),
         )
 
 

@@ -20,7 +20,7 @@ from bot.processes import is_alive, this_process
 from bot.settings import Settings, load_settings
 from bot.store.db import (
     current_revision,
-    make_engine,
+    make_db_engine,
     make_sessionmaker,
     safe_url,
     upgrade,
@@ -61,12 +61,12 @@ def printable_db_url(settings: Settings) -> str:
 
 
 async def upgrade_database(settings: Settings) -> str | None:
-    engine = make_engine(settings.db_url)
+    db = make_db_engine(settings.db_url)
     try:
-        await upgrade(engine)
-        return await current_revision(engine)
+        await upgrade(db)
+        return await current_revision(db)
     finally:
-        await engine.dispose()
+        await db.dispose()
 
 
 @dataclass
@@ -160,7 +160,7 @@ async def open_app(
     from engine.text_safety import load_text_classifier
     from engine.worker import Engine
 
-    db = make_engine(settings.db_url)
+    db = make_db_engine(settings.db_url)
     engine = None
     try:
         await upgrade(db)

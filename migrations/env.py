@@ -9,7 +9,7 @@ import asyncio
 from alembic import context
 from sqlalchemy.engine import Connection
 
-from bot.store.db import make_engine
+from bot.store.db import make_db_engine
 from bot.store.tables import Base, UTCDateTime
 
 config = context.config
@@ -46,11 +46,11 @@ def do_run_migrations(connection: Connection) -> None:
 
 
 async def run_async_migrations() -> None:
-    engine = make_engine(_url())
-    async with engine.connect() as connection:
+    db = make_db_engine(_url())
+    async with db.connect() as connection:
         await connection.run_sync(do_run_migrations)
         await connection.commit()
-    await engine.dispose()
+    await db.dispose()
 
 
 def run_migrations_offline() -> None:

@@ -12,7 +12,7 @@ os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
 
 import pytest
 
-from bot.store.db import make_engine, make_sessionmaker, upgrade
+from bot.store.db import make_db_engine, make_sessionmaker, upgrade
 from bot.store.files import ImageFiles
 from bot.store.repos import Store
 
@@ -24,7 +24,7 @@ def db_url(tmp_path):
 
 @pytest.fixture
 async def db_engine(db_url):
-    engine = make_engine(db_url)
+    engine = make_db_engine(db_url)
     await upgrade(engine)
     yield engine
     await engine.dispose()

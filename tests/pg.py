@@ -152,11 +152,11 @@ class PostgresCluster:
         """A database migrated to head once per session: copying it is cheaper than migrating
         each test's database (the migrations themselves are tested from empty)."""
         if self._migrated is None:
-            from bot.store.db import make_engine, upgrade
+            from bot.store.db import make_db_engine, upgrade
 
             name = "easel_migrated"
             await self._admin(f"CREATE DATABASE {name}")
-            engine = make_engine(self.url(name))
+            engine = make_db_engine(self.url(name))
             await upgrade(engine)
             await engine.dispose()  # a template must have no connections when copied
             self._migrated = name

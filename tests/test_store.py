@@ -27,7 +27,7 @@ from bot.core.models import (
     NsfwRule,
     UserSettings,
 )
-from bot.store.db import current_revision, downgrade, make_engine, make_sessionmaker, upgrade
+from bot.store.db import current_revision, downgrade, make_db_engine, make_sessionmaker, upgrade
 from bot.store.repos import Store
 from bot.store.tables import Base
 
@@ -78,7 +78,7 @@ async def test_migration_0003_keeps_every_row_and_fills_the_new_records(db_url):
     """0003 copies tables to make their ids AUTOINCREMENT: nothing referring to them may be lost
     (a copy's DROP TABLE would cascade with foreign keys on), and what the new columns would
     have held is filled in."""
-    engine = make_engine(db_url)
+    engine = make_db_engine(db_url)
     await downgrade(engine, "base")
     await upgrade(engine, "0002")
     at = datetime(2026, 1, 1, 12)
@@ -163,7 +163,7 @@ async def test_migration_0003_keeps_every_row_and_fills_the_new_records(db_url):
 
 
 async def test_migrations_upgrade_and_downgrade_cleanly(db_url):
-    engine = make_engine(db_url)
+    engine = make_db_engine(db_url)
     await upgrade(engine)
     assert await current_revision(engine) is not None
     await downgrade(engine, "base")
@@ -200,7 +200,7 @@ async def test_postgres_connections_closed_by_the_server_are_replaced(db_engine,
     """A database restart or an idle timeout must not fail the next command."""
     store = Store(make_sessionmaker(db_engine))
     user = await store.get_or_create_user("discord:1", "ann")  # leaves a connection in the pool
-    admin = make_engine(db_url)
+    admin = make_db_engine(db_url)
     async with admin.connect() as conn:
         closed = (
             await conn.exec_driver_sql(
@@ -226,7 +226,7 @@ async def test_postgres_connections_closed_by_the_server_are_replaced(db_engine,
 )
 def test_database_url_names_a_supported_driver(url):
     with pytest.raises(ConfigError) as error:
-        make_engine(url)
+        make_db_engine(url)
     message = str(error.value)
     assert message.startswith("Setting EASEL_DATABASE_URL: ")
     assert "postgresql+asyncpg://USER:PASSWORD@HOST:PORT/DATABASE" in message
@@ -236,7 +236,7 @@ def test_database_url_names_a_supported_driver(url):
 def test_postgres_without_asyncpg_says_how_to_install_it(monkeypatch):
     monkeypatch.setitem(sys.modules, "asyncpg", None)  # as if the extra were not installed
     with pytest.raises(ConfigError, match=r"asyncpg driver is not installed .*easel\[postgres\]"):
-        make_engine("postgresql+asyncpg://easel@db/easel")
+        make_db_engine("postgresql+asyncpg://easel@db/easel")
 
 
 async def test_users_are_created_once_and_keep_their_settings(store):
@@ -548,7 +548,7 @@ def test_png_files_carry_parameters_and_are_named_by_hash(files):
 
 async def test_easel_db_upgrade_creates_the_database(tmp_path):
     db = tmp_path / "sub" / "easel.db"
-    engine = make_engine(f"sqlite+aiosqlite:///{db}")
+    engine = make_db_engine(f"sqlite+aiosqlite:///{db}")
     await upgrade(engine)
     await engine.dispose()
     names = {

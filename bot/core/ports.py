@@ -1,6 +1,7 @@
 """The small interfaces the core talks through: storage, image files and the engine.
 
-``bot.store`` and ``engine`` implement them; tests may too.
+``bot.store`` (``Store``, ``ImageFiles``) and ``engine`` (``Engine``, its job handles) implement
+them; the ``Port`` suffix keeps the two apart when reading.
 """
 
 from __future__ import annotations
@@ -35,7 +36,7 @@ from engine.requests import (
 )
 
 
-class Store(Protocol):
+class StorePort(Protocol):
     async def get_or_create_user(self, key: str, name: str) -> User: ...
     async def get_user(self, user_id: int) -> User: ...
     async def find_user(self, key: str) -> User | None: ...
@@ -126,7 +127,7 @@ class Store(Protocol):
     ) -> list[AuditEvent]: ...
 
 
-class ImageFiles(Protocol):
+class ImageFilesPort(Protocol):
     def save_png(
         self, image: PILImage.Image, parameters: str | None = None, *, folder: str = "images"
     ) -> tuple[str, str, bytes]: ...
@@ -135,14 +136,14 @@ class ImageFiles(Protocol):
     def delete(self, relative: str) -> bool: ...
 
 
-class JobHandle(Protocol):
+class JobHandlePort(Protocol):
     position: int
 
     async def wait(self) -> GenerationResult: ...
     def cancel(self) -> bool: ...
 
 
-class Engine(Protocol):
+class EnginePort(Protocol):
     @property
     def info(self) -> ModelInfo: ...
     @property
@@ -156,7 +157,7 @@ class Engine(Protocol):
         *,
         on_progress: Callable[..., None] | None = None,
         loop: asyncio.AbstractEventLoop | None = None,
-    ) -> JobHandle: ...
+    ) -> JobHandlePort: ...
     def cancel(self, job_id: int) -> bool: ...
     def snapshot(self) -> list[QueuedJob]: ...
     def health(self) -> EngineHealth: ...

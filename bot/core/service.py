@@ -68,7 +68,14 @@ from bot.core.models import (
     User,
     UserSettings,
 )
-from bot.core.ports import Engine, ImageClassifier, ImageFiles, JobHandle, Store, TextClassifier
+from bot.core.ports import (
+    EnginePort,
+    ImageClassifier,
+    ImageFilesPort,
+    JobHandlePort,
+    StorePort,
+    TextClassifier,
+)
 from bot.core.privacy import Place
 from bot.core.quota import utc_midnight
 from bot.core.text import clean_text, is_blank, model_label
@@ -142,7 +149,7 @@ class Submission:
     job: Job
     created: bool  # False: a double click found the job the first click made
     position: int | None  # place in the engine queue (0 = running next); None if not queued
-    handle: JobHandle | None
+    handle: JobHandlePort | None
 
 
 @dataclass(frozen=True)
@@ -202,9 +209,9 @@ def _always_alive(runner: str) -> bool:
 class Service:
     def __init__(
         self,
-        store: Store,
-        files: ImageFiles,
-        engine: Engine,
+        store: StorePort,
+        files: ImageFilesPort,
+        engine: EnginePort,
         config: ServiceConfig = ServiceConfig(),
         *,
         classifier: ImageClassifier | None = None,
@@ -222,7 +229,7 @@ class Service:
         self.now = clock
         self.is_alive = is_alive  # whether the process a job's runner names still runs
         self._rng = rng or random.Random()
-        self._handles: dict[int, JobHandle] = {}
+        self._handles: dict[int, JobHandlePort] = {}
         # One outcome per job, for everyone waiting on it (a double click waits with the first).
         self._outcomes: dict[int, asyncio.Future[Outcome]] = {}
         self._last_request = _Bounded(MAX_TRACKED_USERS)  # user key → monotonic time

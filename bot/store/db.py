@@ -52,7 +52,7 @@ def _parse(url: str) -> URL:
     return parsed
 
 
-def make_engine(url: str) -> AsyncEngine:
+def make_db_engine(url: str) -> AsyncEngine:
     parsed = _parse(url)
     sqlite = parsed.get_backend_name() == "sqlite"
     if sqlite and parsed.database not in (None, "", ":memory:"):

@@ -61,11 +61,22 @@ class Segmenter:
     ) -> Image.Image:
         """White where ``image`` shows ``words`` (a binary mask of its size). Raises
         NothingFound when nothing does, InvalidRequest for empty or overlong words."""
+        words = " ".join(words.split())
+        mask = self.heat(image, words) >= threshold
+        if int(mask.sum()) < MIN_REGION_PIXELS:
+            raise NothingFound(
+                f"Nothing in the picture matches “{words}”; describe it another way, or pick "
+                "cells of the grid instead."
+            )
+        return Image.fromarray(np.where(mask, 255, 0).astype(np.uint8), "L")
+
+    def heat(self, image: Image.Image, words: str) -> np.ndarray:
+        """How surely each pixel shows ``words``: CLIPSeg's sigmoid heat map at the picture's
+        size (float32, 0 to 1)."""
         import torch
         import torch.nn.functional as F
 
-        words = " ".join(words.split())
-        if not words:
+        if not words.strip():
             raise InvalidRequest("Say what to change, e.g. “the sky” or “the dog's hat”.")
         if len(words) > MAX_WORDS:
             raise InvalidRequest(f"Describe what to change in at most {MAX_WORDS} characters.")
@@ -84,13 +95,7 @@ class Segmenter:
             raise GenerationError("Out of memory finding the region.", out_of_memory=True) from exc
         except Exception as exc:
             raise GenerationError(f"Finding the region failed: {first_line(exc)}") from exc
-        mask = heat.cpu().numpy() >= threshold
-        if int(mask.sum()) < MIN_REGION_PIXELS:
-            raise NothingFound(
-                f"Nothing in the picture matches “{words}”; describe it another way, or pick "
-                "cells of the grid instead."
-            )
-        return Image.fromarray(np.where(mask, 255, 0).astype(np.uint8), "L")
+        return heat.cpu().numpy()
 
 
 def load_segmenter(source: str | Path, *, device: Any = "cpu") -> Segmenter:

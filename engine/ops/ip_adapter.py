@@ -46,6 +46,7 @@ log = logging.getLogger(__name__)
 WEIGHT_TO_SCALE = 0.5  # --iw 1 is IP-Adapter scale 0.5, "balanced" (diffusers' guide)
 STYLE_BLOCK, STYLE_LAYER = "block_0", 1  # InstantStyle: SDXL's up_blocks.0.attentions.1
 ENCODER_FOLDER = "image_encoder"
+_ON_UNET = "_easel_ip_adapter"  # the U-Net's attribute naming the adapter switched on
 
 
 class ImagePrompts:
@@ -62,7 +63,6 @@ class ImagePrompts:
         self._encoder: Any = None
         self._processor: Any = None
         self._record: dict[str, Any] = {}
-        self._active = False
 
     # -- switching ---------------------------------------------------------------------------
 
@@ -71,11 +71,12 @@ class ImagePrompts:
         if self._state is None:
             self._load()
         pipe = self.model.txt2img
-        if not self._active:
+        if getattr(pipe.unet, _ON_UNET, None) is not self._state:
+            self.deactivate()  # another runner's adapter on the same weights (tests share them)
             with _quiet():
                 _switch_on(pipe, self._encoder, self._state)
             batch_invariant(pipe.unet)  # its new image projection sees (images, width) rows
-            self._active = True
+            setattr(pipe.unet, _ON_UNET, self._state)
         scale = request.image_weight * WEIGHT_TO_SCALE
         if request.style_only:
             layers = [0.0] * len(pipe.unet.up_blocks[0].attentions)
@@ -92,11 +93,14 @@ class ImagePrompts:
         }
 
     def deactivate(self) -> None:
-        """Back to the plain U-Net (nothing to do if the adapter is off)."""
-        if self._active:
+        """Back to the plain U-Net (nothing to do if no adapter is on). The U-Net itself says
+        whether one is, so any runner over the same weights switches it off."""
+        pipe = self.model.txt2img
+        unet = getattr(pipe, "unet", None)  # SD3 and FLUX have none, and no adapter
+        if unet is not None and getattr(unet, _ON_UNET, None) is not None:
             with _quiet():
-                self.model.txt2img.unload_ip_adapter()
-            self._active = False
+                pipe.unload_ip_adapter()
+            setattr(unet, _ON_UNET, None)
 
     # -- embeddings --------------------------------------------------------------------------
 

@@ -193,13 +193,11 @@ def _canvas_size(
             "before it was upscaled)."
         )
     cw, ch = _round_to(width * scale, multiple), _round_to(height * scale, multiple)
-    while cw * ch > max_pixels:  # rounding up may cross the limit
-        if cw >= ch and cw > multiple:
-            cw -= multiple
-        elif ch > multiple:
-            ch -= multiple
-        else:
-            break
+    aspect = width / height
+    while cw * ch > max_pixels and max(cw, ch) > multiple:  # rounding up crossed the limit
+        # Take a step off the side that leaves the shape closer to the asked one.
+        options = [(w, h) for w, h in ((cw - multiple, ch), (cw, ch - multiple)) if w and h]
+        cw, ch = min(options, key=lambda o: abs(math.log(o[0] / o[1] / aspect)))
     return (cw, ch), scale
 
 

@@ -121,21 +121,20 @@ def batch_invariant(denoiser: torch.nn.Module) -> None:
     batch already. Forward methods are wrapped in place, so module names stay those LoRA files
     address.
     """
-    embedding = getattr(denoiser, "time_embedding", None)  # U-Nets and their ControlNets
-    if embedding is not None and not getattr(embedding.forward, "_easel_shared", False):
-        embed = embedding.forward
+    projection = getattr(denoiser, "time_proj", None)  # U-Nets and their ControlNets
+    if projection is not None and not getattr(projection.forward, "_easel_shared", False):
+        project = projection.forward
 
-        def shared(sample: torch.Tensor, condition: torch.Tensor | None = None) -> torch.Tensor:
-            if (
-                condition is None
-                and sample.shape[0] > 1
-                and torch.equal(sample, sample[:1].expand_as(sample))
-            ):
-                return embed(sample[:1])
-            return embed(sample, condition)
+        def shared(timesteps: torch.Tensor) -> torch.Tensor:
+            # diffusers expands a call's one timestep to the batch (get_time_embed): a view with
+            # stride 0. Told by the stride, not the values, so there is no GPU→CPU sync and no
+            # graph break under torch.compile; the (1, C) embedding broadcasts downstream.
+            if timesteps.dim() == 1 and timesteps.shape[0] > 1 and timesteps.stride(0) == 0:
+                return project(timesteps[:1])
+            return project(timesteps)
 
         shared._easel_shared = True  # type: ignore[attr-defined]
-        embedding.forward = shared
+        projection.forward = shared
     for module in denoiser.modules():
         if isinstance(module, torch.nn.Linear) and not getattr(module.forward, "_easel_rows", 0):
             module.forward = _row_by_row(module.forward)

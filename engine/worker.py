@@ -40,10 +40,8 @@ from typing import Any
 import torch
 from PIL import Image
 
-from engine.adapters import unknown_lora
-from engine.catalogue import AdapterEntry, Catalogue, ModelEntry
+from engine.catalogue import AdapterEntry, Catalogue, ExtraModels, ModelEntry
 from engine.fairqueue import FairQueue
-from engine.families import FAMILIES
 from engine.loading import LoadedModel, ModelLoadError, is_out_of_memory
 from engine.pipelines import Runner, StepAborted
 from engine.pool import ModelPool
@@ -58,7 +56,6 @@ from engine.requests import (
     InvalidRequest,
     JobCancelled,
     ModelInfo,
-    NotAvailable,
     Operation,
     Progress,
     QueuedJob,
@@ -67,6 +64,12 @@ from engine.requests import (
 log = logging.getLogger(__name__)
 
 ProgressCallback = Callable[..., None]
+
+# One model load at a time in this process: while diffusers loads, accelerate's
+# init_empty_weights patches torch.nn.Module.register_parameter for every thread
+# (accelerate/big_modeling.py, init_on_device), so two devices loading at once get each other's
+# empty (meta) weights.
+_LOADING = threading.Lock()
 
 # The first preview comes after the first step, then one every ``preview_interval`` seconds: a
 # 20-step job takes well under a second on an H100, so waiting a whole interval before the first
@@ -299,13 +302,18 @@ class DeviceExecutor(Executor):
         """Load ``name`` (the default model) here and warm it up, on this device's thread."""
 
         def load() -> ModelInfo:
-            entry, _, runner = self.pool.acquire(name)
+            entry, _, runner = self.acquire(name)
             self._warm(entry, runner)
             return self.pool.info(entry.name)
 
         return self.call(load)
 
     # -- this device's thread -----------------------------------------------------------------
+
+    def acquire(self, name: str) -> tuple[ModelEntry, LoadedModel, Runner]:
+        """:meth:`ModelPool.acquire`, one load at a time in this process."""
+        with _LOADING:
+            return self.pool.acquire(name)
 
     def run(self, batch: list[Job], preview_interval: float) -> None:
         """Run ``batch`` here and settle each of its jobs. This device's thread only."""
@@ -354,14 +362,15 @@ class DeviceExecutor(Executor):
             return
         if self._stop.is_set():
             raise StepAborted
-        entry, model, runner = self.pool.acquire(live[0].request.model)
+        entry, model, runner = self.acquire(live[0].request.model)
         self._warm(entry, runner)
         # The entry's own LoRAs (an LCM-LoRA entry) first; the job's own weight wins.
         mine = {n.casefold() for n, _ in live[0].request.loras}
         loras = tuple((n, w) for n, w in entry.loras if n.casefold() not in mine)
         loras += live[0].request.loras
         requests = [replace(j.request, loras=loras) for j in live]
-        prepared = runner.prepare(requests)
+        with _LOADING:  # LoRAs, embeddings and companion models load here
+            prepared = runner.prepare(requests)
         for job in live:
             job.attempts += 1
         for group in prepared.groups:
@@ -480,6 +489,7 @@ class PoolSpec:
     cpu_threads: int = 0
     lora_dir: Path | None = None
     embeddings_dir: Path | None = None
+    extras: ExtraModels | None = None
 
     @classmethod
     def of(cls, pool: ModelPool) -> PoolSpec:
@@ -492,6 +502,7 @@ class PoolSpec:
             cpu_threads=pool.cpu_threads,
             lora_dir=pool.loras.folder,
             embeddings_dir=pool.embeddings.folder,
+            extras=pool.extras,
         )
 
     def pool(self, device: str) -> ModelPool:
@@ -505,6 +516,7 @@ class PoolSpec:
             cpu_threads=self.cpu_threads,
             lora_dir=self.lora_dir,
             embeddings_dir=self.embeddings_dir,
+            extras=self.extras,
         )
 
 
@@ -588,25 +600,8 @@ class Engine:
 
     def check(self, request: GenerationRequest) -> GenerationRequest:
         """``request`` with its model's catalogue name, or the InvalidRequest that it cannot
-        run here: an unknown model or LoRA, a sampler or option its family lacks."""
-        problem = request.problem()
-        if problem is not None:
-            raise GenerationError(problem)
-        entry = self.pool.entry(request.model)
-        for name, _ in request.loras:
-            if self.pool.loras.find(name) is None:
-                raise unknown_lora(name, self.pool.loras)
-        if entry.family is not None:  # else it is checked once the model is loaded
-            problem = FAMILIES[entry.family].request_problem(
-                entry.name,
-                sampler=request.sampler,
-                width=request.width,
-                height=request.height,
-                tile=request.tile,
-            )
-            if problem is not None:
-                raise NotAvailable(problem)
-        return replace(request, model=entry.name)
+        run here (:meth:`ModelPool.check`)."""
+        return self.pool.check(request)
 
     # -- life cycle ----------------------------------------------------------------------------
 

@@ -88,7 +88,7 @@ class EaselReplica:
 
     @serve.multiplexed(max_num_models_per_replica=MODELS_PER_REPLICA)
     async def _resident(self, name: str) -> _Resident:
-        await asyncio.wrap_future(self.device.call(self.pool.acquire, name))
+        await asyncio.wrap_future(self.device.call(self.device.acquire, name))
         return _Resident(self, name)
 
     async def run(

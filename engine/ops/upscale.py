@@ -23,7 +23,8 @@ from engine.weighting import Encoded
 
 log = logging.getLogger(__name__)
 
-OVERLAP = 32  # input pixels shared by neighbouring tiles (engine.upscalers' default)
+OVERLAP = 32  # input pixels shared by neighbouring tiles (engine.upscalers' default) ...
+OVERLAP_SHARE = 4  # ... or a quarter of a smaller tile (the overlap may be at most a half)
 TINY_SCALE = 4  # the tiny upscaler is a 4× compact network
 
 
@@ -64,6 +65,8 @@ class SubtleUpscale:
 
     def run(self, requests: list[GenerationRequest], on_step: StepCallback) -> RunOutput:
         upscaler = self.upscaler()
+        tile = self.extras.upscale_tile
+        overlap = min(OVERLAP, tile // OVERLAP_SHARE)
         images: list[list[Image.Image]] = []
         # A batch is one call; tiles of all its requests count as one job's progress. Progress
         # carries no latents, so it is reported only where no job asked for previews (the
@@ -84,8 +87,8 @@ class SubtleUpscale:
             image = upscaler.upscale(
                 request.init_images[0],
                 request.upscale_factor,
-                tile=self.extras.upscale_tile,
-                overlap=OVERLAP,
+                tile=tile,
+                overlap=overlap,
                 on_tile=tile_done,
             )
             images.append([image])
@@ -97,8 +100,8 @@ class SubtleUpscale:
             "upscaler_architecture": info.architecture,
             "upscaler_scale": info.scale,
             "upscale_factor": requests[0].upscale_factor,
-            "upscale_tile": self.extras.upscale_tile,
-            "upscale_overlap": OVERLAP,
+            "upscale_tile": tile,
+            "upscale_overlap": overlap,
             "device": info.device,
             "dtype": info.dtype,
         }

@@ -88,6 +88,25 @@ def test_upscale_is_deterministic_and_pth_equals_safetensors(files):
     assert first.tobytes() == again.tobytes() == from_pth.tobytes()
 
 
+def test_progress_counts_every_tile_and_a_cancel_stops_between_tiles(files):
+    upscaler = load_upscaler(files["compact2"])
+    image = picture(80, 72)  # a 2× model asked for ×4 runs twice: on 80×72, then 160×144
+    seen: list[tuple[int, int]] = []
+    upscaler.upscale(image, 4, tile=32, overlap=8, on_tile=lambda d, t: seen.append((d, t)))
+    total = seen[-1][1]
+    assert [d for d, _ in seen] == list(range(1, total + 1)) and total == 3 * 3 + 7 * 6
+
+    class Cancelled(Exception):
+        pass
+
+    def cancel(done: int, total: int) -> None:
+        if done == 2:
+            raise Cancelled
+
+    with pytest.raises(Cancelled):  # not wrapped as an upscaling failure
+        upscaler.upscale(image, 2, tile=32, overlap=8, on_tile=cancel)
+
+
 def test_upscale_keeps_transparency(files):
     image = picture(40, 24).convert("RGBA")
     alpha = np.zeros((24, 40), np.uint8)

@@ -240,8 +240,10 @@ class Service:
         self._recent_jobs = _Bounded(RECENT_JOBS)  # str(job id) → Job, for the Remix modal
         # The "running" write of each started job, awaited before its result is recorded.
         self._started: dict[int, asyncio.Task[Any]] = {}
-        # Quota and queue checks read, then write; one admission at a time keeps them honest.
-        self._admission = asyncio.Lock()
+        # A job is recorded and queued in the engine under this lock, so a double click that
+        # finds the job also finds its engine handle. (Admission itself is atomic in the store,
+        # across processes too.)
+        self._admission_lock = asyncio.Lock()
 
     # -- context -------------------------------------------------------------------------------
 
@@ -368,25 +370,24 @@ class Service:
             await self.refuse(actor, str(exc), kind=type(exc).__name__)
             raise
 
-    async def _admit(self, actor: Actor, user: User, guild: GuildSettings, images: int) -> None:
-        """Raise Refused (and audit it) if this user may not start a job of ``images`` now."""
-        try:
-            unfinished, reserved = await self.store.pending(user.id)
-            if unfinished >= self.config.max_queued_per_user:
+    async def _admission(
+        self, actor: Actor, user: User, guild: GuildSettings, images: int
+    ) -> Callable[[int, int, int], None]:
+        """The admission rule for one more job of ``images``: run by the store, atomically, with
+        the user's unfinished jobs, the images they reserve and today's usage."""
+        daily = self.daily_quota(user, guild, await self.member(actor, user))
+        now = self.now()
+        cap = self.config.max_queued_per_user
+
+        def admit(unfinished: int, reserved: int, used: int) -> None:
+            if unfinished >= cap:
                 raise TooManyJobs(
                     f"You already have {unfinished} jobs waiting or running (the limit is "
-                    f"{self.config.max_queued_per_user}). Wait for one or /cancel one."
+                    f"{cap}). Wait for one or /cancel one."
                 )
-            quota.check(
-                images=images,
-                quota=self.daily_quota(user, guild, await self.member(actor, user)),
-                used=await self.images_used_today(user),
-                reserved=reserved,
-                now=self.now(),
-            )
-        except Refused as exc:
-            await self.refuse(actor, str(exc), kind=type(exc).__name__)
-            raise
+            quota.check(images=images, quota=daily, used=used, reserved=reserved, now=now)
+
+        return admit
 
     async def _check_prompt(
         self, actor: Actor, guild: GuildSettings, spec: GenerationSpec, *, photo: bool
@@ -836,7 +837,7 @@ class Service:
         base = f"{press.message_id}:{press.button}:{user.key}"
         # Under the lock that creating and queueing a job holds, so a job found here already
         # has its engine handle (a double click waits for the first click's result).
-        async with self._admission:
+        async with self._admission_lock:
             latest, count = await self.store.latest_request(base)
         if latest is not None and latest.state in _LIVE_OR_DONE:
             age = (self.now() - latest.created_at).total_seconds()
@@ -871,26 +872,32 @@ class Service:
         request_key: str | None = None,
         on_progress: ProgressHandler | None = None,
     ) -> Submission:
-        async with self._admission:
-            await self._admit(actor, user, guild, spec.count)
-            job, created = await self.store.create_job(
-                NewJob(
-                    user_id=user.id,
-                    kind=kind,
-                    spec=spec,
-                    model=spec.model or model_label(self.engine.info.name),
-                    guild_id=actor.guild_id,
-                    channel_id=actor.channel_id,
-                    parent_job_id=parent[0].id if parent else None,
-                    parent_index=parent[1] if parent else None,
-                    init_image_path=init_path,
-                    request_key=request_key,
-                    from_photo=visibility.from_photo,
-                    age_restricted=visibility.age_restricted,
-                    private=visibility.private,
-                    runner=self.config.runner,
+        admit = await self._admission(actor, user, guild, spec.count)
+        async with self._admission_lock:
+            try:
+                job, created = await self.store.create_job(
+                    NewJob(
+                        user_id=user.id,
+                        kind=kind,
+                        spec=spec,
+                        model=spec.model or model_label(self.engine.info.name),
+                        guild_id=actor.guild_id,
+                        channel_id=actor.channel_id,
+                        parent_job_id=parent[0].id if parent else None,
+                        parent_index=parent[1] if parent else None,
+                        init_image_path=init_path,
+                        request_key=request_key,
+                        from_photo=visibility.from_photo,
+                        age_restricted=visibility.age_restricted,
+                        private=visibility.private,
+                        runner=self.config.runner,
+                    ),
+                    admit=admit,
+                    since=quota.counting_since(user, self.now()),
                 )
-            )
+            except Refused as exc:
+                await self.refuse(actor, str(exc), kind=type(exc).__name__)
+                raise
             if not created:
                 return self._existing(job)
             self._remember(job)

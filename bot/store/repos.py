@@ -5,11 +5,11 @@ Rows never leave this module; callers get the frozen records of :mod:`bot.core.m
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import delete, func, or_, select, update
+from sqlalchemy import Select, delete, func, or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
@@ -144,6 +144,22 @@ def _audit(row: AuditEventRow) -> AuditEvent:
         reason=row.reason,
         guild_id=row.guild_id,
         detail=dict(row.detail or {}),
+    )
+
+
+Admit = Callable[[int, int, int], None]
+"""Raises unless a user with (unfinished jobs, images they reserve, images used) may start one."""
+
+
+def _pending(user_id: int) -> Select[Any]:
+    return select(func.count(JobRow.id), func.coalesce(func.sum(JobRow.count), 0)).where(
+        JobRow.user_id == user_id, JobRow.state.in_(UNFINISHED)
+    )
+
+
+def _charged_since(user_id: int, since: datetime) -> Select[Any]:
+    return select(func.coalesce(func.sum(ImageUsageRow.images), 0)).where(
+        ImageUsageRow.user_id == user_id, ImageUsageRow.created_at >= since
     )
 
 
@@ -335,8 +351,16 @@ class Store:
 
     # -- jobs ----------------------------------------------------------------------------------
 
-    async def create_job(self, new: NewJob) -> tuple[Job, bool]:
-        """Record a job. With a ``request_key`` already used, return that job and False."""
+    async def create_job(
+        self, new: NewJob, *, admit: Admit | None = None, since: datetime | None = None
+    ) -> tuple[Job, bool]:
+        """Record a job. With a ``request_key`` already used, return that job and False.
+
+        With ``admit``, the job is recorded only if ``admit(unfinished jobs, images they
+        reserve, images charged since ``since``)`` returns; what it raises leaves nothing written.
+        Admissions of one user are serialised across processes: the user's row is written first,
+        which holds SQLite's write lock (or Postgres's row lock) until the commit, so two
+        processes cannot both see room for one more job."""
         spec = new.spec
         now = utcnow()
         row = JobRow(
@@ -376,6 +400,19 @@ class Store:
             finished_at=now if new.state.finished else None,
         )
         async with self._sessions() as s:
+            if admit is not None:
+                await s.execute(
+                    update(UserRow).where(UserRow.id == new.user_id).values(id=UserRow.id)
+                )
+                if new.request_key is not None:
+                    existing = await s.scalar(
+                        select(JobRow).where(JobRow.request_key == new.request_key)
+                    )
+                    if existing is not None:
+                        return _job(existing), False
+                unfinished, reserved = (await s.execute(_pending(new.user_id))).one()
+                used = await s.scalar(_charged_since(new.user_id, since or utcnow()))
+                admit(int(unfinished), int(reserved), int(used or 0))
             s.add(row)
             try:
                 await s.commit()
@@ -596,20 +633,14 @@ class Store:
     async def images_charged_since(self, user_id: int, since: datetime) -> int:
         """Images delivered to this user since ``since`` (the quota's "used today"), from the
         ledger, which outlives the jobs."""
-        query = select(func.coalesce(func.sum(ImageUsageRow.images), 0)).where(
-            ImageUsageRow.user_id == user_id, ImageUsageRow.created_at >= since
-        )
         async with self._sessions() as s:
-            return int(await s.scalar(query) or 0)
+            return int(await s.scalar(_charged_since(user_id, since)) or 0)
 
     async def pending(self, user_id: int) -> tuple[int, int]:
         """This user's queued and running jobs, and the images they will make (reserved
         against the quota), in one query."""
-        query = select(func.count(JobRow.id), func.coalesce(func.sum(JobRow.count), 0)).where(
-            JobRow.user_id == user_id, JobRow.state.in_(UNFINISHED)
-        )
         async with self._sessions() as s:
-            jobs, images = (await s.execute(query)).one()
+            jobs, images = (await s.execute(_pending(user_id))).one()
             return int(jobs), int(images)
 
     async def job_stats(self, since: datetime, guild_id: int | None = None) -> dict[str, Any]:

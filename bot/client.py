@@ -24,7 +24,10 @@ from bot.core.service import Service
 log = logging.getLogger(__name__)
 
 
-class EaselBot(commands.Bot):
+class EaselBot(commands.AutoShardedBot):
+    """Sharded as Discord recommends (GET /gateway/bot): one gateway connection for a small bot,
+    as many as it asks for a large one; nothing in Easel assumes there is only one."""
+
     def __init__(
         self,
         service: Service | None,

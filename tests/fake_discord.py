@@ -692,6 +692,15 @@ class _Session:
     connection: _Connection | None
     seq: int = 0
     log: list[dict[str, Any]] = field(default_factory=list)
+    shard: tuple[int, int] = (0, 1)  # (shard id, number of shards) from IDENTIFY
+
+    def serves(self, guild_id: str | int | None) -> bool:
+        """Whether this shard gets a guild's events: shard_id = (guild_id >> 22) % num_shards,
+        and DMs go to shard 0 (https://discord.com/developers/docs/events/gateway#sharding)."""
+        shard_id, count = self.shard
+        if guild_id is None:
+            return shard_id == 0
+        return (int(guild_id) >> 22) % count == shard_id
 
     def dispatch(self, event: str, data: dict[str, Any]) -> None:
         self.seq += 1
@@ -764,6 +773,8 @@ class FakeDiscord:
         self.gateway_urls: list[str] = []
         self.gateway_ops: list[dict[str, Any]] = []
         self.identifies = 0
+        # What GET /gateway/bot recommends; an AutoShardedClient opens this many sessions.
+        self.shard_count = 1
         self.resumes = 0
 
         self.users: dict[str, FakeUser] = {}
@@ -970,7 +981,7 @@ class FakeDiscord:
         guild.roles[admin.id] = admin
         guild.members[self.bot.id] = FakeMember(self.bot.id)
         self.guilds[guild_id] = guild
-        for session in self._live_sessions(INTENT_GUILDS):
+        for session in self._live_sessions(INTENT_GUILDS, guild.id):
             session.dispatch("GUILD_CREATE", self._guild_create_payload(guild))
         return guild
 
@@ -1059,7 +1070,7 @@ class FakeDiscord:
                 data["newly_created"] = True
         else:
             event = "CHANNEL_CREATE" if created else "CHANNEL_UPDATE"
-        for session in self._live_sessions(INTENT_GUILDS):
+        for session in self._live_sessions(INTENT_GUILDS, data.get("guild_id")):
             session.dispatch(event, data)
 
     def dm_channel(self, user: FakeUser | str | int) -> FakeChannel:
@@ -1162,7 +1173,7 @@ class FakeDiscord:
             if premium_tier not in UPLOAD_LIMIT_BY_PREMIUM_TIER:
                 raise ValueError(f"boost tiers are 0-3, not {premium_tier}")
             guild.premium_tier = premium_tier
-            for session in self._live_sessions(INTENT_GUILDS):
+            for session in self._live_sessions(INTENT_GUILDS, guild.id):
                 session.dispatch("GUILD_UPDATE", self._guild_payload(guild))
         guild.upload_limit = limit
         return guild.attachment_size_limit
@@ -1730,7 +1741,8 @@ class FakeDiscord:
         return self.guilds[channel.guild_id].attachment_size_limit
 
     async def _dispatch_interaction(self, payload: dict[str, Any], ctx: _Ctx) -> Interaction:
-        sessions = list(self._sessions.values())
+        guild_id = ctx.guild.id if ctx.guild else None
+        sessions = [s for s in self._sessions.values() if s.serves(guild_id)]
         if not sessions:
             raise RuntimeError("no bot session is connected to the fake gateway")
         interaction = Interaction(
@@ -1951,11 +1963,15 @@ class FakeDiscord:
     # Gateway
     # ----------------------------------------------------------------------------------------
 
-    def _live_sessions(self, intent: int = 0) -> list[_Session]:
+    def _live_sessions(self, intent: int = 0, guild: Any = ...) -> list[_Session]:
+        """Connected sessions with ``intent``; given ``guild`` (an id, or None for DMs), only the
+        shard that serves it."""
         return [
             s
             for s in self._sessions.values()
-            if s.connection is not None and (not intent or s.intents & intent)
+            if s.connection is not None
+            and (not intent or s.intents & intent)
+            and (guild is ... or s.serves(guild))
         ]
 
     async def _flush(self) -> None:
@@ -2083,11 +2099,13 @@ class FakeDiscord:
             return None
         self.identifies += 1
         session = _Session(secrets.token_hex(16), data.get("token", ""), intents, connection)
+        if "shard" in data:
+            session.shard = (int(data["shard"][0]), int(data["shard"][1]))
         self._sessions[session.id] = session
         ready = {
             "v": 10,
             "user": {**self.bot.payload(), "verified": True, "mfa_enabled": False},
-            "guilds": [{"id": gid, "unavailable": True} for gid in self.guilds],
+            "guilds": [{"id": gid, "unavailable": True} for gid in self.guilds if session.serves(gid)],
             "session_id": session.id,
             "session_type": "normal",
             "resume_gateway_url": self.resume_gateway_url,
@@ -2104,7 +2122,8 @@ class FakeDiscord:
         session.dispatch("READY", ready)
         if intents & INTENT_GUILDS:
             for guild in self.guilds.values():
-                session.dispatch("GUILD_CREATE", self._guild_create_payload(guild))
+                if session.serves(guild.id):
+                    session.dispatch("GUILD_CREATE", self._guild_create_payload(guild))
         return session
 
     async def _resume(self, connection: _Connection, data: dict[str, Any]) -> _Session | None:
@@ -2152,7 +2171,7 @@ class FakeDiscord:
                 data["guild_id"] = guild_id
         else:
             data = self._wire_message(message)
-        for session in self._live_sessions(intent):
+        for session in self._live_sessions(intent, guild_id):
             session.dispatch(event, data)
 
     # ----------------------------------------------------------------------------------------
@@ -2378,7 +2397,7 @@ class FakeDiscord:
         return _json(
             {
                 "url": self.gateway_url,
-                "shards": 1,
+                "shards": self.shard_count,
                 "session_start_limit": {
                     "total": 1000,
                     "remaining": 1000 - self.identifies,

@@ -154,3 +154,23 @@ def test_the_discord_py_floor_is_the_one_tested():
     floor = re.search(r">=\s*([\d.]+)", requirement).group(1)
     tested = re.search(r"DISCORD_FLOOR \?= discord\.py==([\d.]+)", (ROOT / "Makefile").read_text())
     assert tested.group(1).startswith(floor + ".") or tested.group(1) == floor
+
+
+async def test_a_bot_in_many_servers_runs_on_the_shards_discord_asks_for(h):
+    h.fake.shard_count = 2
+    other = h.fake.add_guild("Another server")
+    bot = EaselBot(h.service(), data_dir=h.data_dir, progress_interval=0.05)
+
+    async def no_wait(shard_id: int | None, *, initial: bool = False) -> None:
+        """Discord spaces identifies 5 s apart (max_concurrency 1); the fake does not."""
+
+    bot.before_identify_hook = no_wait  # type: ignore[method-assign]
+    async with h.fake.run_client(bot):
+        assert bot.shard_count == 2 and len(bot.shards) == 2 and h.fake.identifies == 2
+        assert bot.get_guild(int(other.id)) is not None  # every server, whichever shard has it
+        await bot.tree.sync()
+        interaction, grid = await h.imagine("a castle --seed 3")
+        single = await h.done(await h.fake.click(grid, f"easel:u:{job_id_of(grid)}:0"))
+    assert single["components"] and interaction.response_type == 5
+    # Each interaction reaches one shard and is answered once.
+    assert len(h.fake.requests_to("POST", rf"/interactions/{interaction.id}/")) == 1

@@ -24,8 +24,9 @@ from typing import Any
 from diffusers import AutoPipelineForText2Image, ControlNetModel
 
 from engine.catalogue import SINGLE_FILE_SUFFIXES, TINY_SOURCES
-from engine.control_maps import prepare_control_image
+from engine.control_maps import first_line, prepare_control_image
 from engine.loading import LoadedModel, ModelLoadError, batch_invariant, file_identity
+from engine.ops.hub import hub_identity
 from engine.requests import ControlKind, GenerationRequest, NotAvailable, image_identity
 
 log = logging.getLogger(__name__)
@@ -126,7 +127,7 @@ def _load_controlnet(source: str, model: LoadedModel, data_dir: Path) -> tuple[A
         raise
     except Exception as exc:  # diffusers and the hub raise many kinds; the user needs one line
         offline = " (offline: HF_HUB_OFFLINE is set)" if os.environ.get("HF_HUB_OFFLINE") else ""
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        first = first_line(exc)
         raise ModelLoadError(f"Could not load the ControlNet {source}{offline}: {first}") from exc
 
 
@@ -134,13 +135,3 @@ def sources_for(controlnets: tuple[tuple[str, str], ...]) -> dict[str, str]:
     """(kind, source) pairs as a mapping, the kinds checked."""
     kinds = {k.value for k in ControlKind}
     return {kind: source for kind, source in controlnets if kind in kinds}
-
-
-def hub_identity(repo: str, filename: str) -> str:
-    """``repo@revision`` of a Hub download (the cache folder is named by the commit)."""
-    from huggingface_hub import try_to_load_from_cache
-
-    found = try_to_load_from_cache(repo, filename)
-    parts = Path(found).parts if isinstance(found, str) else ()
-    revision = parts[parts.index("snapshots") + 1] if "snapshots" in parts else "unknown"
-    return f"{repo}@{revision}"

@@ -25,6 +25,7 @@ safetensors``: repository, then the path in it), a local ``.safetensors``/``.bin
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 from collections.abc import Iterator
@@ -38,7 +39,9 @@ from diffusers.models.embeddings import ImageProjection
 from PIL import Image
 
 from engine.catalogue import TINY_SOURCES
+from engine.control_maps import first_line
 from engine.loading import LoadedModel, ModelLoadError, batch_invariant, file_identity
+from engine.ops.hub import hub_file, is_hub_file
 from engine.requests import GenerationRequest, NotAvailable, image_identity
 
 log = logging.getLogger(__name__)
@@ -162,7 +165,7 @@ class ImagePrompts:
             self._processor = CLIPImageProcessor(size=size, crop_size=size)
         except Exception as exc:
             offline = " (offline)" if os.environ.get("HF_HUB_OFFLINE") else ""
-            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            first = first_line(exc)
             raise ModelLoadError(
                 f"Could not load the IP-Adapter {self.source}{offline}: {first}"
             ) from exc
@@ -174,7 +177,9 @@ class ImagePrompts:
                 pipe.unload_ip_adapter()
         except Exception as exc:
             self._state = None
-            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            with contextlib.suppress(Exception):  # put the plain attention back
+                pipe.unload_ip_adapter()
+            first = first_line(exc)
             raise ModelLoadError(
                 f"The IP-Adapter {self.source} does not fit model '{info.name}' ({first})."
             ) from exc
@@ -211,31 +216,25 @@ class ImagePrompts:
         if path.is_file():
             encoder = self.encoder_source or str(path.parent / ENCODER_FOLDER)
             return path, encoder, file_identity([path], self.data_dir)
-        if source.startswith(("/", "./", "../", "~")) or source.count("/") < 2:
+        if not is_hub_file(source):
             raise ModelLoadError(
-                f"IP-Adapter {source}: give a weights file, e.g. "
+                f"IP-Adapter {source}: no such file; give a weights file, e.g. "
                 "h94/IP-Adapter/models/ip-adapter_sd15.safetensors or a local path."
             )
-        from huggingface_hub import hf_hub_download
-
-        from engine.ops.control import hub_identity
-
-        owner, name, inner = source.split("/", 2)
-        repo = f"{owner}/{name}"
-        try:
-            weights = Path(hf_hub_download(repo, inner))
-        except Exception as exc:
-            offline = " (offline)" if os.environ.get("HF_HUB_OFFLINE") else ""
-            raise ModelLoadError(f"Could not download the IP-Adapter {source}{offline}.") from exc
-        encoder = self.encoder_source or str(weights.parent / ENCODER_FOLDER)
-        if self.encoder_source is None:
+        weights, identity = hub_file(source, "the IP-Adapter")
+        encoder = self.encoder_source
+        if encoder is None:
             # The repository's encoder folder beside the weights (h94: models/image_encoder).
             from huggingface_hub import snapshot_download
 
-            subfolder = str(Path(inner).parent / ENCODER_FOLDER)
-            snapshot = snapshot_download(repo, allow_patterns=[f"{subfolder}/*"])
-            encoder = str(Path(snapshot) / subfolder)
-        return weights, encoder, hub_identity(repo, inner)
+            repo, inner = "/".join(source.split("/")[:2]), source.split("/", 2)[2]
+            folder = f"{Path(inner).parent / ENCODER_FOLDER}"
+            patterns = [f"{folder}/*.json", f"{folder}/*.safetensors"]
+            snapshot = Path(snapshot_download(repo, allow_patterns=patterns))
+            if not list((snapshot / folder).glob("*.safetensors")):  # older repositories
+                snapshot = Path(snapshot_download(repo, allow_patterns=[f"{folder}/*"]))
+            encoder = str(snapshot / folder)
+        return weights, encoder, identity
 
 
 def _switch_on(pipe: Any, encoder: Any, state: dict[str, Any]) -> None:

@@ -17,6 +17,7 @@ from PIL import Image
 
 from engine.catalogue import ExtraModels
 from engine.ops.base import RunOutput, StepCallback
+from engine.ops.hub import hub_file, is_hub_file
 from engine.requests import GenerationRequest, InvalidRequest, NotAvailable
 from engine.upscalers import Upscaler, load_upscaler
 from engine.weighting import Encoded
@@ -60,6 +61,8 @@ class SubtleUpscale:
                 from engine.tiny_extras import build_tiny_upscaler
 
                 source = str(build_tiny_upscaler(self.data_dir / "models", scale=TINY_SCALE))
+            elif is_hub_file(source):  # e.g. lllyasviel/Annotators/RealESRGAN_x4plus.pth
+                source = str(hub_file(source, "the upscaler")[0])
             self._upscaler = load_upscaler(source, device=self.device)
         return self._upscaler
 

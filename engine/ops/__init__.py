@@ -9,6 +9,8 @@
 - :mod:`engine.ops.upscale`: Upscale (Subtle), a super-resolution model on the engine thread.
 - :mod:`engine.ops.helpers`: the models that look at pictures (captions, segmentation, depth),
   on a thread of their own.
+- :mod:`engine.ops.companions`: one loaded model's inpainting, ControlNets and IP-Adapter;
+  :mod:`engine.ops.base`: what every runner returns; :mod:`engine.ops.hub`: Hub files.
 
 This package's ``__init__`` imports nothing, so the torch-free modules stay torch-free.
 """

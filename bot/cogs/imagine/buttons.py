@@ -124,7 +124,8 @@ def _add_mail_and_delete(view: discord.ui.View, job: Job, index: int | None, *, 
 
 
 class RemixModal(discord.ui.Modal, title="Remix"):
-    """Edit the prompt, then vary the image with it. Parameters such as --no work here too.
+    """Edit the prompt, then vary the image strongly with it. Parameters such as --no work here
+    too.
 
     Its custom_id is discord.py's random default: two people remixing the same image each get
     their own modal."""
@@ -133,15 +134,12 @@ class RemixModal(discord.ui.Modal, title="Remix"):
         label="Prompt", style=discord.TextStyle.paragraph, max_length=1000
     )
 
-    def __init__(
-        self, cog: ImagineCog, job_id: int, index: int, *, text: str, strong: bool = True
-    ) -> None:
+    def __init__(self, cog: ImagineCog, job_id: int, index: int, *, text: str) -> None:
         super().__init__(timeout=600)
         self.cog = cog
         self.job_id = job_id
         self.index = index
-        self.strong = strong
         self.prompt.default = text[:1000] or None
 
     async def on_submit(self, interaction: discord.Interaction) -> None:
-        await self.cog.remix(interaction, self.job_id, self.index, self.prompt.value, self.strong)
+        await self.cog.remix(interaction, self.job_id, self.index, self.prompt.value)

@@ -11,7 +11,7 @@ import asyncio
 import functools
 import logging
 from collections.abc import Awaitable, Callable
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import discord
 from discord import app_commands
@@ -29,8 +29,20 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-# A button's work once it is answered: (reply, action, presser, job id, image index, press).
-Handler = Callable[[Reply, Action, Actor, int, "int | None", Press], Awaitable[None]]
+# What each button that makes a job asks of the service: (service, presser, job id, image index,
+# press, progress) → the submission.
+MakeJob = Callable[[Service, Actor, int, Any, Press, ProgressRelay], Awaitable[Submission]]
+MAKES_A_JOB: dict[Action, MakeJob] = {
+    Action.VARY: lambda s, a, j, i, p, r: s.vary(a, j, i, strong=True, press=p, on_progress=r),
+    Action.VARY_STRONG: lambda s, a, j, i, p, r: s.vary(
+        a, j, i, strong=True, press=p, on_progress=r
+    ),
+    Action.VARY_SUBTLE: lambda s, a, j, i, p, r: s.vary(
+        a, j, i, strong=False, press=p, on_progress=r
+    ),
+    Action.REROLL: lambda s, a, j, i, p, r: s.reroll(a, j, press=p, on_progress=r),
+    Action.UPSCALE: lambda s, a, j, i, p, r: s.upscale(a, j, i, press=p, on_progress=r),
+}
 
 
 def _on_private_message(interaction: discord.Interaction) -> bool:
@@ -42,14 +54,6 @@ class ImagineCog(commands.Cog, name="Imagine"):
     def __init__(self, bot: EaselBot, progress_interval: float) -> None:
         self.bot = bot
         self.delivery = Delivery(bot, progress_interval)
-        self.handlers: dict[Action, Handler] = {
-            Action.TAKE: self._take,
-            Action.VARY: self._vary,
-            Action.VARY_STRONG: self._vary,
-            Action.VARY_SUBTLE: self._vary,
-            Action.REROLL: self._reroll,
-            Action.UPSCALE: self._upscale,
-        }
 
     @property
     def service(self) -> Service:
@@ -165,7 +169,7 @@ class ImagineCog(commands.Cog, name="Imagine"):
             text = known.spec.prompt if known is not None else ""
             if known is not None and known.spec.negative:
                 text += f" --no {known.spec.negative}"
-            modal = RemixModal(self, job_id, index, text=text, strong=action is not Action.VARY)
+            modal = RemixModal(self, job_id, index, text=text)
             await interaction.response.send_modal(modal)
             return
         if action is Action.DELETE:
@@ -177,18 +181,17 @@ class ImagineCog(commands.Cog, name="Imagine"):
         private = self.service.answers_privately(actor, on_private_message=on_private)
         await interaction.response.defer(ephemeral=private, thinking=True)
         reply = self.reply_for(interaction, private=private)
-        await self.handlers[action](reply, action, actor, job_id, index, press)
+        if action is Action.TAKE:
+            assert index is not None
+            await self._take(reply, actor, job_id, index, press)
+            return
+        make = functools.partial(MAKES_A_JOB[action], self.service, actor, job_id, index, press)
+        await self.delivery.run(reply, make, interaction.user.id)
 
     async def _take(
-        self,
-        reply: Reply,
-        action: Action,
-        actor: Actor,
-        job_id: int,
-        index: int | None,
-        press: Press,
+        self, reply: Reply, actor: Actor, job_id: int, index: int, press: Press
     ) -> None:
-        assert index is not None
+        """U1–U4: one image of the grid on its own (no job is made)."""
         try:
             outcome = await self.service.take(actor, job_id, index, press=press)
             owner = await self.service.discord_id_of(outcome.job.user_id)
@@ -196,61 +199,8 @@ class ImagineCog(commands.Cog, name="Imagine"):
         except EaselError as exc:
             await reply.update(f"❌ {exc}")
 
-    async def _vary(
-        self,
-        reply: Reply,
-        action: Action,
-        actor: Actor,
-        job_id: int,
-        index: int | None,
-        press: Press,
-    ) -> None:
-        assert index is not None
-
-        async def submit(relay: ProgressRelay) -> Submission:
-            return await self.service.vary(
-                actor,
-                job_id,
-                index,
-                strong=action is not Action.VARY_SUBTLE,
-                press=press,
-                on_progress=relay,
-            )
-
-        await self.delivery.run(reply, submit, reply.user_id)
-
-    async def _reroll(
-        self,
-        reply: Reply,
-        action: Action,
-        actor: Actor,
-        job_id: int,
-        index: int | None,
-        press: Press,
-    ) -> None:
-        async def submit(relay: ProgressRelay) -> Submission:
-            return await self.service.reroll(actor, job_id, press=press, on_progress=relay)
-
-        await self.delivery.run(reply, submit, reply.user_id)
-
-    async def _upscale(
-        self,
-        reply: Reply,
-        action: Action,
-        actor: Actor,
-        job_id: int,
-        index: int | None,
-        press: Press,
-    ) -> None:
-        assert index is not None
-
-        async def submit(relay: ProgressRelay) -> Submission:
-            return await self.service.upscale(actor, job_id, index, press=press, on_progress=relay)
-
-        await self.delivery.run(reply, submit, reply.user_id)
-
     async def remix(
-        self, interaction: discord.Interaction, job_id: int, index: int, prompt: str, strong: bool
+        self, interaction: discord.Interaction, job_id: int, index: int, prompt: str
     ) -> None:
         """The Remix modal was submitted: answer at once, then vary with the new prompt."""
         actor = actor_from(interaction)
@@ -263,7 +213,7 @@ class ImagineCog(commands.Cog, name="Imagine"):
 
         async def submit(relay: ProgressRelay) -> Submission:
             return await self.service.vary(
-                actor, job_id, index, strong=strong, prompt=prompt, press=press, on_progress=relay
+                actor, job_id, index, strong=True, prompt=prompt, press=press, on_progress=relay
             )
 
         await self.delivery.run(

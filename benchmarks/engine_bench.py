@@ -40,13 +40,13 @@ JOBS = 12
 def _service(data_dir: Path, model: Any, **engine_kw: Any):
     from bot.core.grammar import Defaults, Limits
     from bot.core.service import Service, ServiceConfig
-    from bot.store.db import make_engine, make_sessionmaker, upgrade
+    from bot.store.db import make_db_engine, make_sessionmaker, upgrade
     from bot.store.files import ImageFiles
     from bot.store.repos import Store
     from engine.worker import Engine
 
     async def build():
-        db = make_engine(f"sqlite+aiosqlite:///{data_dir / 'bench.db'}")
+        db = make_db_engine(f"sqlite+aiosqlite:///{data_dir / 'bench.db'}")
         await upgrade(db)
         engine = Engine(
             model, preview_interval=1.0, queue_size=1000, max_per_owner=1000, **engine_kw

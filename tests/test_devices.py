@@ -151,3 +151,17 @@ def test_device_lists_are_checked():
         split_devices("cuda:0,")
     with pytest.raises(ValueError, match="auto picks one device"):
         split_devices("auto,cuda:1")
+
+
+def test_a_device_previews_after_the_first_step_then_throttles(pools):
+    """A fast job still shows a preview: the first comes after step 1, not after a whole
+    ``preview_interval`` (a 20-step job takes well under a second on a GPU)."""
+    engine = Engine(pools[0], executors=[DeviceExecutor(pools[0])], preview_interval=60.0)
+    engine.start()
+    try:
+        seen: list = []
+        engine.submit(request("ann", 1, steps=6), on_progress=seen.append).result(TIMEOUT)
+    finally:
+        engine.stop()
+    assert [p.step for p in seen] == [0, 1, 2, 3, 4, 5, 6]
+    assert [p.step for p in seen if p.preview is not None] == [1]

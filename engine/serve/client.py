@@ -144,6 +144,11 @@ class RayExecutor(Executor):
 
     # -- replicas -----------------------------------------------------------------------------
 
+    def scale(self, replicas: int | None) -> None:
+        """Run ``replicas`` replicas from now on (None: one per GPU in the cluster)."""
+        self.replicas = replicas
+        self._watch_once()
+
     def _wanted(self) -> int:
         if self.replicas is not None:
             return self.replicas
@@ -169,6 +174,11 @@ class RayExecutor(Executor):
 
     def _deploy(self, replicas: int) -> None:
         log.info("Ray Serve: %d replica(s) of %s wanted.", replicas, self.app)
+        if replicas == 0:
+            log.warning(
+                "The Ray cluster has no GPU for a replica: jobs wait until a GPU machine joins "
+                "(easel worker HEAD:6379 on it)."
+            )
         options = {"num_gpus": self.gpus_per_replica, "num_cpus": self.cpus_per_replica}
         application = EaselReplica.options(num_replicas=replicas, ray_actor_options=options).bind(
             self.spec, self.preload, self.warm_up

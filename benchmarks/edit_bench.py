@@ -21,7 +21,6 @@
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
 import statistics
@@ -130,6 +129,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", default="benchmarks/results/edit.json")
     parser.add_argument("--rounds", type=int, default=5)
     args = parser.parse_args(argv)
+    from benchmarks.engine_bench import report
 
     with tempfile.TemporaryDirectory() as tmp:
         data_dir = Path(tmp)
@@ -184,14 +184,7 @@ def main(argv: list[str] | None = None) -> int:
             f"{m['param_ratio_to_plain']:.3f} (1.000: no copy)",
         ),
     ]
-    width = max(len(r[0]) for r in rows)
-    print(f"{'benchmark':<{width}}  {'measured':<26} result")
-    for name, measured, result in rows:
-        print(f"{name:<{width}}  {measured:<26} {result}")
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(results, indent=2))
-    print(f"\nwritten to {out}")
+    report(("benchmark", "measured", "result"), rows, results, args.out)
     return 0
 
 

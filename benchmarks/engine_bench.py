@@ -395,15 +395,22 @@ def main(argv: list[str] | None = None) -> int:
             "1.000",
         ),
     ]
-    width = max(len(r[0]) for r in rows)
-    print(f"{'benchmark':<{width}}  {'measured':<28} {'result':>10}  target")
-    for name, measured, result, target in rows:
-        print(f"{name:<{width}}  {measured:<28} {result:>10}  {target}")
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(results, indent=2))
-    print(f"\nwritten to {out}")
+    report(("benchmark", "measured", "result", "target"), rows, results, args.out)
     return 0
+
+
+def report(
+    header: tuple[str, ...], rows: list[tuple[str, ...]], results: dict[str, Any], out: str
+) -> None:
+    """Print ``rows`` as a table under ``header``, and write ``results`` as JSON to ``out``."""
+    table = [header, *rows]
+    widths = [max(len(row[i]) for row in table) for i in range(len(header))]
+    for row in table:
+        print("  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip())
+    path = Path(out)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(results, indent=2))
+    print(f"\nwritten to {path}")
 
 
 if __name__ == "__main__":

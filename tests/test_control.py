@@ -3,7 +3,6 @@ loaded through the real loading code, sharing the model's weights, steering the 
 
 from __future__ import annotations
 
-import io
 import re
 
 import numpy as np
@@ -22,15 +21,13 @@ from engine.requests import (
     Operation,
     image_identity,
 )
-from engine.worker import Engine
-
-TIMEOUT = 60
-
-
-def png(image: Image.Image) -> bytes:
-    buffer = io.BytesIO()
-    image.save(buffer, format="PNG")
-    return buffer.getvalue()
+from tests.engine_ops_support import (
+    TIMEOUT,
+    assert_batched_equals_alone,
+    images,
+    started,
+)
+from tests.engine_ops_support import request as base_request
 
 
 def rectangle(width: int = 64, height: int = 64, left: int | None = None) -> Image.Image:
@@ -42,21 +39,9 @@ def rectangle(width: int = 64, height: int = 64, left: int | None = None) -> Ima
 
 def request(model="tiny", seeds=(1, 2), **kw) -> GenerationRequest:
     values = dict(
-        operation=Operation.CONTROL,
-        prompt="a lighthouse at dusk",
-        negative="",
-        width=64,
-        height=64,
-        steps=3,
-        guidance=7.0,
-        sampler="euler",
-        seeds=tuple(seeds),
-        model=model,
-        control="canny",
-        control_images=(canny_map(rectangle()),),
+        operation=Operation.CONTROL, control="canny", control_images=(canny_map(rectangle()),)
     )
-    values.update(kw)
-    return GenerationRequest(**values)
+    return base_request(model, seeds, **{**values, **kw})
 
 
 def uncontrolled(model: str) -> GenerationRequest:
@@ -64,17 +49,12 @@ def uncontrolled(model: str) -> GenerationRequest:
     return request(model, operation=Operation.TXT2IMG, control="", control_images=())
 
 
-def images(engine: Engine, req: GenerationRequest) -> list[bytes]:
-    return [png(i) for i in engine.submit(req).result(TIMEOUT).images]
-
-
 @pytest.fixture(scope="module", params=["tiny", "tiny-sdxl"])
 def setup(request, model_dir):
     """An engine over its own copy of the model (other modules' tests share the tiny one)."""
     model = load_model(request.param, data_dir=model_dir)
     pool = ModelPool.of(model, data_dir=model_dir, extras=ExtraModels.tiny())
-    engine = Engine(pool, preview_interval=0)
-    engine.start()
+    engine = started(pool)
     yield request.param, pool, engine
     engine.stop()
 
@@ -116,16 +96,7 @@ def test_the_controlnet_shares_the_model_weights_and_is_recorded(setup):
 def test_batched_control_jobs_equal_the_same_jobs_alone(setup):
     name, pool, engine = setup
     jobs = [request(name, seeds=(3,), owner="a"), request(name, seeds=(4, 5), owner="b")]
-    batched = Engine(pool, preview_interval=0, batch_max_images=8)
-    handles = [batched.submit(j) for j in jobs]
-    batched.start()
-    try:
-        results = [h.result(TIMEOUT) for h in handles]
-    finally:
-        batched.stop()
-    assert [r.batch_images for r in results] == [3, 3]
-    for job, result in zip(jobs, results, strict=True):
-        assert [png(i) for i in result.images] == images(engine, job)
+    assert_batched_equals_alone(pool, engine, jobs)
 
 
 @pytest.mark.parametrize(

@@ -4,7 +4,6 @@ real loading code; and the catalogue's companion models."""
 
 from __future__ import annotations
 
-import io
 import re
 import threading
 
@@ -26,15 +25,14 @@ from engine.requests import (
     image_identity,
 )
 from engine.tiny_extras import build_tiny_segmenter
-from engine.worker import Engine
-
-TIMEOUT = 60
-
-
-def png(image: Image.Image) -> bytes:
-    buffer = io.BytesIO()
-    image.save(buffer, format="PNG")
-    return buffer.getvalue()
+from tests.engine_ops_support import (
+    TIMEOUT,
+    assert_batched_equals_alone,
+    images,
+    png,
+    request,
+    started,
+)
 
 
 def swatch(seed: int, size: int = 64) -> Image.Image:
@@ -42,33 +40,6 @@ def swatch(seed: int, size: int = 64) -> Image.Image:
     rng = np.random.default_rng(seed)
     blocks = rng.integers(0, 256, (4, 4, 3), dtype=np.uint8)
     return Image.fromarray(blocks).resize((size, size), Image.Resampling.NEAREST)
-
-
-def request(model="tiny", seeds=(1, 2), **kw) -> GenerationRequest:
-    values = dict(
-        operation=Operation.TXT2IMG,
-        prompt="a lighthouse at dusk",
-        negative="",
-        width=64,
-        height=64,
-        steps=3,
-        guidance=7.0,
-        sampler="euler",
-        seeds=tuple(seeds),
-        model=model,
-    )
-    values.update(kw)
-    return GenerationRequest(**values)
-
-
-def images(engine: Engine, req: GenerationRequest) -> list[bytes]:
-    return [png(i) for i in engine.submit(req).result(TIMEOUT).images]
-
-
-def start(pool: ModelPool, **kw) -> Engine:
-    engine = Engine(pool, preview_interval=0, **kw)
-    engine.start()
-    return engine
 
 
 # -- image prompts -------------------------------------------------------------------------------
@@ -80,7 +51,7 @@ def prompted(model_dir):
     pool = ModelPool.of(
         load_model("tiny", data_dir=model_dir), data_dir=model_dir, extras=ExtraModels.tiny()
     )
-    engine = start(pool)
+    engine = started(pool)
     yield pool, engine
     engine.stop()
 
@@ -124,16 +95,7 @@ def test_batched_image_prompt_jobs_equal_the_same_jobs_alone(prompted):
         request(seeds=(5,), image_prompts=pictures, owner="a"),
         request(seeds=(6, 7), image_prompts=pictures, owner="b", prompt="a red fox"),
     ]
-    batched = Engine(pool, preview_interval=0, batch_max_images=8)
-    handles = [batched.submit(j) for j in jobs]
-    batched.start()
-    try:
-        results = [h.result(TIMEOUT) for h in handles]
-    finally:
-        batched.stop()
-    assert [r.batch_images for r in results] == [3, 3]
-    for job, result in zip(jobs, results, strict=True):
-        assert [png(i) for i in result.images] == images(engine, job)
+    assert_batched_equals_alone(pool, engine, jobs)
 
 
 def test_sref_uses_the_style_layer_of_sdxl_only(model_dir, prompted):
@@ -143,7 +105,7 @@ def test_sref_uses_the_style_layer_of_sdxl_only(model_dir, prompted):
     sdxl = ModelPool.of(
         load_model("tiny-sdxl", data_dir=model_dir), data_dir=model_dir, extras=ExtraModels.tiny()
     )
-    engine = start(sdxl)
+    engine = started(sdxl)
     try:
         full = images(engine, request("tiny-sdxl", image_prompts=(swatch(1),), image_weight=2))
         style = engine.submit(
@@ -208,7 +170,7 @@ def subtle(image: Image.Image, factor: int, seeds=(1,)) -> GenerationRequest:
 def upscaling(model_dir, tiny_model):
     extras = ExtraModels.tiny(max_upscale_pixels=300 * 300, upscale_tile=32)
     pool = ModelPool.of(tiny_model, data_dir=model_dir, extras=extras)
-    engine = start(pool)
+    engine = started(pool)
     yield pool, engine
     engine.stop()
 

@@ -5,7 +5,6 @@ paste-back, determinism and batching, a dedicated inpainting checkpoint, and bad
 from __future__ import annotations
 
 import asyncio
-import io
 import re
 
 import numpy as np
@@ -27,15 +26,10 @@ from engine.requests import (
     image_identity,
 )
 from engine.worker import Engine
+from tests.engine_ops_support import TIMEOUT, assert_batched_equals_alone, png, started
+from tests.engine_ops_support import request as base_request
 
-TIMEOUT = 60
 SIZE = 64
-
-
-def png(image: Image.Image) -> bytes:
-    buffer = io.BytesIO()
-    image.save(buffer, format="PNG")
-    return buffer.getvalue()
 
 
 def picture(width: int = SIZE, height: int = SIZE) -> Image.Image:
@@ -50,19 +44,15 @@ def edit(image: Image.Image, mask: Image.Image, seeds=(3, 4), **kw) -> Generatio
     values = dict(
         operation=Operation.INPAINT,
         prompt="a red kite",
-        negative="",
         width=image.width,
         height=image.height,
         steps=4,
-        guidance=7.0,
         sampler="euler_a",
-        seeds=tuple(seeds),
         strength=1.0,
         init_images=(image,),
         masks=(mask,),
     )
-    values.update(kw)
-    return GenerationRequest(**values)
+    return base_request("", seeds, **{**values, **kw})
 
 
 def pixels(image: Image.Image) -> np.ndarray:
@@ -76,8 +66,7 @@ def pool(model_dir, tiny_model):
 
 @pytest.fixture(scope="module")
 def engine(pool):
-    engine = Engine(pool, preview_interval=0)
-    engine.start()
+    engine = started(pool)
     yield engine
     engine.stop()
 
@@ -114,18 +103,7 @@ def test_same_edit_twice_is_byte_identical_and_batched_equals_alone(pool, engine
         edit(image, mask, seeds=(5,), owner="a"),
         edit(image, mask, seeds=(6, 7), owner="b", prompt="a green door"),
     ]
-    batched = Engine(pool, preview_interval=0, batch_max_images=8)
-    handles = [batched.submit(r) for r in requests]
-    batched.start()  # both waiting: one pipeline call
-    try:
-        results = [h.result(TIMEOUT) for h in handles]
-    finally:
-        batched.stop()
-    assert [r.batch_images for r in results] == [3, 3]
-    for request, result in zip(requests, results, strict=True):
-        alone = [png(i) for i in run(engine, request).images]
-        assert [png(i) for i in result.images] == alone
-        assert [png(i) for i in run(engine, request).images] == alone
+    assert_batched_equals_alone(pool, engine, requests)
 
 
 async def test_an_edit_sends_progress_and_previews(pool):
@@ -233,8 +211,7 @@ def test_the_canvas_is_the_same_every_time_and_keeps_the_picture_at_full_size():
 def test_a_dedicated_inpainting_checkpoint_is_used_when_configured(model_dir):
     model = load_model("tiny", data_dir=model_dir)
     pool = ModelPool.of(model, data_dir=model_dir, extras=ExtraModels.tiny(inpaint="tiny"))
-    engine = Engine(pool, preview_interval=0)
-    engine.start()
+    engine = started(pool)
     image, mask = picture(), cells_mask(SIZE, SIZE, [3, 6])
     try:
         result = run(engine, edit(image, mask, seeds=(1,)))
@@ -253,8 +230,7 @@ def test_a_dedicated_inpainting_checkpoint_is_used_when_configured(model_dir):
 @pytest.mark.parametrize("name", ["tiny-sdxl", "tiny-sd3", "tiny-flux"])
 def test_every_family_inpaints_and_keeps_the_rest(model_dir, name):
     pool = ModelPool.of(load_model(name, data_dir=model_dir), data_dir=model_dir)
-    engine = Engine(pool, preview_interval=0)
-    engine.start()
+    engine = started(pool)
     image, mask = picture(), cells_mask(SIZE, SIZE, [2, 5])
     try:
         result = run(engine, edit(image, mask, seeds=(1,), sampler="euler", steps=3))

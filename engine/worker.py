@@ -33,7 +33,7 @@ import queue
 import threading
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
@@ -506,18 +506,9 @@ class PoolSpec:
         )
 
     def pool(self, device: str) -> ModelPool:
-        return ModelPool(
-            self.catalogue,
-            data_dir=self.data_dir,
-            device=device,
-            dtype=self.dtype,
-            memory_budget=self.memory_budget,
-            compile_unet=self.compile_unet,
-            cpu_threads=self.cpu_threads,
-            lora_dir=self.lora_dir,
-            embeddings_dir=self.embeddings_dir,
-            extras=self.extras,
-        )
+        # The fields after the catalogue are ModelPool's keyword arguments, by name.
+        settings = {f.name: getattr(self, f.name) for f in fields(self)[1:]}
+        return ModelPool(self.catalogue, device=device, **settings)
 
 
 def split_devices(setting: str) -> tuple[str, ...]:

@@ -58,6 +58,17 @@ def pools(model_dir):
     return [ModelPool(catalogue, data_dir=model_dir, device="cpu") for _ in range(2)]
 
 
+def start_long(engine: Engine, owner: str, job_id: int):
+    """A 400-step job, once it is running."""
+    started = threading.Event()
+    handle = engine.submit(
+        request(owner, job_id, steps=400, job_id=job_id),
+        on_progress=lambda p: p.step >= 1 and started.set(),
+    )
+    assert started.wait(TIMEOUT)
+    return handle
+
+
 def two_device_engine(pools, log, **kw) -> Engine:
     devices = [RecordingDevice(p, f"cpu{i}", log) for i, p in enumerate(pools)]
     return Engine(pools[0], executors=devices, preview_interval=0, **kw)
@@ -96,13 +107,8 @@ def test_a_long_job_on_one_device_holds_up_no_one_and_cancels_alone(pools):
     log: list[tuple[str, int]] = []
     engine = two_device_engine(pools, log, batch_max_images=1)
     engine.start()
-    started = threading.Event()
     try:
-        long = engine.submit(
-            request("ann", 1, steps=400, job_id=1),
-            on_progress=lambda p: p.step >= 1 and started.set(),
-        )
-        assert started.wait(TIMEOUT)
+        long = start_long(engine, "ann", 1)
         # The other device takes the next jobs while the first is busy.
         short = [engine.submit(request(o, s, job_id=s)) for o, s in (("bob", 2), ("cy", 3))]
         assert all(len(h.result(TIMEOUT).images) == 1 for h in short)
@@ -121,18 +127,11 @@ def test_a_long_job_on_one_device_holds_up_no_one_and_cancels_alone(pools):
 def test_positions_count_a_wait_only_when_every_device_is_busy(pools):
     engine = two_device_engine(pools, [], batch_max_images=1)
     engine.start()
-    started = threading.Event()
     try:
-        first = engine.submit(
-            request("ann", 1, steps=400, job_id=1),
-            on_progress=lambda p: p.step >= 1 and started.set(),
-        )
-        assert started.wait(TIMEOUT)
+        first = start_long(engine, "ann", 1)
         # One device is free: the next job starts at once.
-        second = engine.submit(request("bob", 2, steps=400, job_id=2))
+        second = start_long(engine, "bob", 2)
         assert second.position == 0
-        while engine.health().running < 2:
-            threading.Event().wait(0.05)
         third = engine.submit(request("cy", 3, job_id=3))
         assert third.position == 1  # behind the running batches
         for handle in (first, second):

@@ -289,8 +289,9 @@ class GenerationRequest:
 
     def batch_key(self) -> tuple[Any, ...]:
         """Requests with equal keys can share one pipeline call. Requests that share a call
-        share its reproduction record, so masks, control maps and image prompts must be the
-        same images (their identities are in the key)."""
+        share its reproduction record, so their masks, control maps and image prompts must be
+        the same images: the same objects (hashing large uploads here would hold up the event
+        loop, and requests that share inputs share the objects: a grid's jobs, a retry)."""
         return (
             self.model.casefold(),
             self.loras,
@@ -308,9 +309,9 @@ class GenerationRequest:
             self.image_weight,
             self.style_only,
             self.feather,
-            tuple(image_identity(i) for i in self.masks),
-            tuple(image_identity(i) for i in self.control_images),
-            tuple(image_identity(i) for i in self.image_prompts),
+            tuple(map(id, self.masks)),
+            tuple(map(id, self.control_images)),
+            tuple(map(id, self.image_prompts)),
         )
 
 

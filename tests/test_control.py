@@ -95,7 +95,11 @@ def test_the_controlnet_shares_the_model_weights_and_is_recorded(setup):
 
 def test_batched_control_jobs_equal_the_same_jobs_alone(setup):
     name, pool, engine = setup
-    jobs = [request(name, seeds=(3,), owner="a"), request(name, seeds=(4, 5), owner="b")]
+    shared = (canny_map(rectangle()),)  # jobs batch when they share their inputs
+    jobs = [
+        request(name, seeds=(3,), owner="a", control_images=shared),
+        request(name, seeds=(4, 5), owner="b", control_images=shared),
+    ]
     assert_batched_equals_alone(pool, engine, jobs)
 
 

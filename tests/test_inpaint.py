@@ -106,6 +106,20 @@ def test_same_edit_twice_is_byte_identical_and_batched_equals_alone(pool, engine
     assert_batched_equals_alone(pool, engine, requests)
 
 
+def test_edits_of_other_masks_run_apart_and_record_their_own_mask(pool):
+    image, left, right = picture(), cells_mask(SIZE, SIZE, [1]), cells_mask(SIZE, SIZE, [3])
+    engine = Engine(pool, preview_interval=0, batch_max_images=8)
+    jobs = [edit(image, left, seeds=(1,), owner="a"), edit(image, right, seeds=(1,), owner="b")]
+    handles = [engine.submit(job) for job in jobs]
+    engine.start()
+    try:
+        results = [h.result(TIMEOUT) for h in handles]
+    finally:
+        engine.stop()
+    assert [r.batch_images for r in results] == [1, 1]
+    assert [r.repro["masks"] for r in results] == [[image_identity(left)], [image_identity(right)]]
+
+
 async def test_an_edit_sends_progress_and_previews(pool):
     engine = Engine(pool, preview_interval=1e-6)
     engine.start()
@@ -206,6 +220,19 @@ def test_the_canvas_is_the_same_every_time_and_keeps_the_picture_at_full_size():
     # The new area is filled from the picture's edges, not left flat.
     new = np.asarray(first.mask) > 0
     assert pixels(first.image)[new].std() > 5
+
+
+def test_canvases_for_sd3_and_flux_are_in_multiples_of_16_within_the_limit():
+    big = picture(1024, 768)
+    for canvas, shrunk in (
+        (zoom_out(big, 1.5, native_side=1024, max_pixels=1024 * 1024, multiple=16), True),
+        (pan(big, "up", native_side=1024, max_pixels=1024 * 1024, multiple=16), True),
+        (make_square(big, native_side=1024, max_pixels=1024 * 1024, multiple=16), False),
+    ):
+        width, height = canvas.image.size
+        assert width % 16 == 0 and height % 16 == 0 and width * height <= 1024 * 1024
+        assert width * height > 0.9 * 1024 * 1024  # near the native pixel count
+        assert (canvas.scale < 1) is shrunk  # shrunk to fit only where the canvas outgrew it
 
 
 def test_a_dedicated_inpainting_checkpoint_is_used_when_configured(model_dir):

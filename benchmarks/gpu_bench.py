@@ -147,11 +147,10 @@ class Easel:
 
     def __init__(self, model: Any, size: int, steps: int, warm_up: bool) -> None:
         from engine.pool import ModelPool
-        from engine.worker import DeviceExecutor, Engine, warm_up_shapes
+        from engine.worker import DeviceExecutor, Engine
 
         pool = ModelPool.of(model)
-        shapes = warm_up_shapes(size, max(BATCHES)) if warm_up else ()
-        device = DeviceExecutor(pool, warm_up=shapes)
+        device = DeviceExecutor(pool, warm_up=max(BATCHES) if warm_up else 0)
         self.engine = Engine(
             pool, executors=[device], preview_interval=1.0, batch_max_images=8, max_per_owner=100
         )

@@ -71,10 +71,6 @@ ProgressCallback = Callable[..., None]
 # empty (meta) weights.
 _LOADING = threading.Lock()
 
-# The first preview comes after the first step, then one every ``preview_interval`` seconds: a
-# 20-step job takes well under a second on an H100, so waiting a whole interval before the first
-# would show none at all.
-
 
 @dataclass(eq=False)
 class Job:
@@ -208,15 +204,15 @@ class DeviceExecutor(Executor):
         pool: ModelPool,
         *,
         name: str | None = None,
-        warm_up: Sequence[tuple[int, int, int]] = (),
+        warm_up: int = 0,
     ) -> None:
-        """``warm_up``: (images, width, height) shapes to run once, two steps each, as soon as a
-        model is loaded here, so the compiled denoiser (``EASEL_COMPILE``) and the device's
-        kernels are ready before the first user's job (see :func:`warm_up_shapes`)."""
+        """``warm_up``: the largest batch (images) to warm each model up for as soon as it is
+        loaded here, so the compiled denoiser (``EASEL_COMPILE``) and the device's kernels are
+        ready before the first user's job (:func:`warm_up_shapes`); 0: no warm-up."""
         super().__init__()
         self.pool = pool
         self.name = name or pool.device
-        self.warm_up = tuple(warm_up)
+        self.warm_up = warm_up
         self._warmed: set[str] = set()
         self._inbox: queue.SimpleQueue[Callable[[], None] | None] = queue.SimpleQueue()
         self._stop = threading.Event()
@@ -398,6 +394,8 @@ class DeviceExecutor(Executor):
             if self._stop.is_set() or all(j.cancelled.is_set() for j in live):
                 raise StepAborted
             now = time.perf_counter()
+            # The first preview after the first step, then one per interval: a 20-step job
+            # takes well under a second on an H100, so waiting an interval first shows none.
             due = last_preview[0] is None or now - last_preview[0] >= preview_interval
             want_preview = preview_interval > 0 and due and step < total
             if want_preview:
@@ -439,7 +437,8 @@ class DeviceExecutor(Executor):
             return
         self._warmed.add(key)
         t0 = time.perf_counter()
-        for images, width, height in self.warm_up:
+        shapes = warm_up_shapes(entry.native_side, self.warm_up, entry.size_multiple)
+        for images, width, height in shapes:
             request = GenerationRequest(
                 Operation.TXT2IMG,
                 "warm-up",
@@ -458,21 +457,25 @@ class DeviceExecutor(Executor):
             "%s: %s warmed up for %d shapes in %.1f s.",
             self.name,
             entry.name,
-            len(self.warm_up),
+            len(shapes),
             time.perf_counter() - t0,
         )
 
 
-def warm_up_shapes(native_side: int, batch_max_images: int) -> list[tuple[int, int, int]]:
-    """The (images, width, height) calls to warm a compiled model with: a square grid of the
-    sizes a batch takes (1 image, a grid of 4, a full batch), so a compiled denoiser has seen a
-    second batch size and made the batch dimension dynamic before a user's job, and a 16:9
-    image, so it has done the same for the spatial ones (torch.compile's automatic dynamic
-    shapes recompile once on the second distinct size, then not again)."""
-    wide = (native_side * 4 // 3) // 8 * 8, (native_side * 3 // 4) // 8 * 8
+def warm_up_shapes(
+    native_side: int, batch_max_images: int, multiple: int = 8
+) -> list[tuple[int, int, int]]:
+    """The (images, width, height) calls to warm a compiled model with: squares of the sizes a
+    batch takes (1 image, a grid of 4, a full batch), so a compiled denoiser has seen a second
+    batch size and made the batch dimension dynamic before a user's job, and a 4:3 image, so it
+    has done the same for the spatial ones (torch.compile's automatic dynamic shapes recompile
+    once on the second distinct size, then not again)."""
+    wide = (
+        (native_side * 4 // 3) // multiple * multiple,
+        (native_side * 3 // 4) // multiple * multiple,
+    )
     sizes = sorted({1, min(4, batch_max_images), batch_max_images})
-    shapes = [(n, native_side, native_side) for n in sizes]
-    return [*shapes, (1, *wide)]
+    return [*((n, native_side, native_side) for n in sizes), (1, *wide)]
 
 
 @dataclass(frozen=True)
@@ -535,12 +538,14 @@ class Engine:
         preview_interval: float = 1.0,
         devices: Sequence[str] = (),
         executors: Sequence[Executor] = (),
+        warm_up: int = 0,
     ) -> None:
         """``model``: a model pool (a catalogue), or one loaded model (a catalogue of one).
 
         Where batches run: ``executors`` when given (e.g. :class:`engine.serve.RayExecutor`),
         else one :class:`DeviceExecutor` per name in ``devices`` (``pool``'s catalogue and
-        settings on each; ``pool`` itself on its own device), else ``pool``'s device alone.
+        settings on each; ``pool`` itself on its own device), else ``pool``'s device alone;
+        ``warm_up`` as for :class:`DeviceExecutor` (``batch_max_images`` with EASEL_COMPILE).
         """
         self.pool = model if isinstance(model, ModelPool) else ModelPool.of(model)
         self.batch_max_images = batch_max_images
@@ -550,7 +555,9 @@ class Engine:
                 raise ValueError(f"devices named twice: {', '.join(devices)}")
             spec = PoolSpec.of(self.pool)
             executors = [
-                DeviceExecutor(self.pool if d == self.pool.device else spec.pool(d))
+                DeviceExecutor(
+                    self.pool if d == self.pool.device else spec.pool(d), warm_up=warm_up
+                )
                 for d in devices or [self.pool.device]
             ]
         self.executors: tuple[Executor, ...] = tuple(executors)

@@ -2105,7 +2105,9 @@ class FakeDiscord:
         ready = {
             "v": 10,
             "user": {**self.bot.payload(), "verified": True, "mfa_enabled": False},
-            "guilds": [{"id": gid, "unavailable": True} for gid in self.guilds if session.serves(gid)],
+            "guilds": [
+                {"id": gid, "unavailable": True} for gid in self.guilds if session.serves(gid)
+            ],
             "session_id": session.id,
             "session_type": "normal",
             "resume_gateway_url": self.resume_gateway_url,

@@ -70,7 +70,7 @@ def test_the_compiled_fast_path_compiles_at_load_not_in_a_users_job(model_dir):
 
     from engine.loading import load_model
     from engine.pool import ModelPool
-    from engine.worker import DeviceExecutor, Engine, warm_up_shapes
+    from engine.worker import DeviceExecutor, Engine
 
     model = load_model("tiny", data_dir=model_dir, device="cuda", compile_unet=True)
     unet = model.txt2img.unet
@@ -80,7 +80,7 @@ def test_the_compiled_fast_path_compiles_at_load_not_in_a_users_job(model_dir):
     assert torch.backends.cudnn.benchmark
     assert os.environ["TORCHINDUCTOR_CACHE_DIR"].startswith(str(model_dir))
     pool = ModelPool.of(model)
-    device = DeviceExecutor(pool, warm_up=warm_up_shapes(64, 8))
+    device = DeviceExecutor(pool, warm_up=8)
     engine = Engine(pool, executors=[device], preview_interval=1.0)
     engine.start()
     try:

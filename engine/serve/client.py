@@ -22,7 +22,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -72,7 +72,7 @@ class RayExecutor(Executor):
         cpus_per_replica: float = 1.0,
         attempts: int = 2,
         preload: str | None = "",
-        warm_up: Sequence[tuple[int, int, int]] = (),
+        warm_up: int = 0,
         app: str = APP,
     ) -> None:
         """``address``: the Ray cluster (``EASEL_RAY_ADDRESS``: ``auto`` for the one this
@@ -89,7 +89,7 @@ class RayExecutor(Executor):
         self.cpus_per_replica = cpus_per_replica
         self.attempts = attempts
         self.preload = preload
-        self.warm_up = tuple(warm_up)
+        self.warm_up = warm_up
         self.app = app
         self.name = f"ray:{app}"
         self._handle: Any = None

@@ -26,7 +26,7 @@ import asyncio
 import concurrent.futures
 import os
 import socket
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator
 from typing import Any
 
 from ray import serve
@@ -74,7 +74,7 @@ class EaselReplica:
         self,
         spec: PoolSpec,
         preload: str | None = "",
-        warm_up: Sequence[tuple[int, int, int]] = (),
+        warm_up: int = 0,
     ) -> None:
         """``preload``: the model to load (and warm up) before the replica takes work; "" is
         the catalogue's default, None loads on the first batch."""

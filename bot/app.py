@@ -158,7 +158,7 @@ async def open_app(
     from engine.pool import ModelPool
     from engine.safety import load_safety_checker
     from engine.text_safety import load_text_classifier
-    from engine.worker import Engine
+    from engine.worker import Engine, PoolSpec, split_devices
 
     db = make_db_engine(settings.db_url)
     engine = None
@@ -172,10 +172,14 @@ async def open_app(
             await service.recover()
             yield App(settings, store, files, None, service)
             return
+        try:
+            devices = split_devices(settings.device)
+        except ValueError as exc:
+            raise ConfigError(f"Setting EASEL_DEVICE {exc}.") from None
         pool = ModelPool(
             catalogue(settings),
             data_dir=settings.data_dir,
-            device=settings.device,
+            device=devices[0],
             dtype=settings.dtype,
             memory_budget=settings.model_memory or None,
             compile_unet=settings.compile,
@@ -183,17 +187,39 @@ async def open_app(
             lora_dir=settings.lora_dir,
             embeddings_dir=settings.embeddings_dir,
         )
-        try:
-            await asyncio.to_thread(pool.preload)  # the default model, before the first job
-        except ModelLoadError as exc:
-            name = "EASEL_MODELS_FILE" if settings.models_file else "EASEL_MODEL"
-            raise ConfigError(f"Setting {name}: {exc}") from None
+        # With EASEL_COMPILE, each device compiles and warms a model up for the batch sizes it
+        # will run as soon as it loads it, not in a user's first job.
+        warm_up = settings.batch_max_images if settings.compile else 0
+        executors = []
+        if settings.engine == "ray":
+            from engine.serve import RayExecutor
+
+            # The weights live on the replicas; the bot only keeps the catalogue.
+            executors.append(
+                RayExecutor(
+                    PoolSpec.of(pool),
+                    address=settings.ray_address,
+                    replicas=settings.ray_replicas,
+                    gpus_per_replica=settings.ray_gpus_per_replica,
+                    attempts=settings.attempts,
+                    warm_up=warm_up,
+                )
+            )
+        else:
+            try:
+                await asyncio.to_thread(pool.preload)  # the default model, before the first job
+            except ModelLoadError as exc:
+                name = "EASEL_MODELS_FILE" if settings.models_file else "EASEL_MODEL"
+                raise ConfigError(f"Setting {name}: {exc}") from None
         engine = Engine(
             pool,
             queue_size=settings.queue_size,
             max_per_owner=settings.max_queued_per_user,
             batch_max_images=settings.batch_max_images,
             preview_interval=settings.preview_interval,
+            devices=devices,
+            executors=executors,
+            warm_up=warm_up,
         )
         # The term lists, read now rather than during the first prompt check on the event loop.
         await asyncio.to_thread(moderation.lexicons)
@@ -201,7 +227,7 @@ async def open_app(
         if settings.text_classifier:
             try:
                 text_classifier = await asyncio.to_thread(
-                    load_text_classifier, settings.text_classifier, device=settings.device
+                    load_text_classifier, settings.text_classifier, device=devices[0]
                 )
             except ModelLoadError as exc:
                 raise ConfigError(f"Setting EASEL_TEXT_CLASSIFIER: {exc}") from None
@@ -212,7 +238,7 @@ async def open_app(
                     load_safety_checker,
                     settings.safety_checker,
                     model=engine.info.source,
-                    device=settings.device,
+                    device=devices[0],
                 )
             except ModelLoadError as exc:
                 raise ConfigError(f"Setting EASEL_SAFETY_CHECKER: {exc}") from None

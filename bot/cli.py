@@ -372,6 +372,13 @@ def build_parser() -> argparse.ArgumentParser:
     a.add_parser("audit", help="recent admin actions and refusals").add_argument(
         "--limit", type=int, default=20
     )
+    p = sub.add_parser(
+        "worker", help="make this machine part of the bot's Ray cluster (EASEL_ENGINE=ray)"
+    )
+    p.add_argument("head", nargs="?", help="the head's HOST:6379 (without it: start the head here)")
+    p.add_argument("--gpus", type=int, help="GPUs to offer (default: all of them)")
+    p.add_argument("--cpus", type=int, help="CPU cores to offer (default: all of them)")
+    p.add_argument("--port", type=int, default=6379, help="the head's port (default: 6379)")
     p = sub.add_parser("bench", help="engine benchmarks on the tiny model (table + JSON)")
     p.add_argument("--out", default="benchmarks/results/engine.json")
     db = sub.add_parser("db", help="database maintenance")
@@ -418,6 +425,17 @@ async def _dispatch(args: argparse.Namespace) -> int:
             return EXIT_OK
         async with app.open_app(settings, runner="bot") as running:
             return await _run_bot(running, token)
+    if args.command == "worker":
+        try:
+            from engine.serve import run_worker
+        except ImportError:
+            raise ConfigError(
+                "Ray is not installed here: pip install 'easel[ray]' (see the README's "
+                '"Several GPUs and machines").'
+            ) from None
+        return await asyncio.to_thread(
+            run_worker, args.head, gpus=args.gpus, cpus=args.cpus, port=args.port
+        )
     if args.command == "bench":
         from benchmarks.engine_bench import main as bench
 

@@ -44,10 +44,21 @@ class Settings(BaseSettings):
     model_memory: int = 0
     lora_dir: Path | None = None
     embeddings_dir: Path | None = None
+    # One device ("auto", "cpu", "cuda", "cuda:1", "mps"), or several in one machine
+    # ("cuda:0,cuda:1"): one engine thread per device, fed by the one fair queue.
     device: str = "auto"
     dtype: Literal["auto", "float16", "bfloat16", "float32"] = "auto"
     compile: bool = False
     cpu_threads: int = Field(default=0, ge=0, le=1024)
+    # Where batches run: "local" (this process, EASEL_DEVICE) or "ray" (Ray Serve replicas, one
+    # per GPU of the Ray cluster at EASEL_RAY_ADDRESS: "auto" for the cluster this machine
+    # belongs to, HOST:6379 for a head elsewhere; unset, a Ray of this machine alone).
+    engine: Literal["local", "ray"] = "local"
+    ray_address: str | None = None
+    # Replicas to run; unset: one per EASEL_RAY_GPUS_PER_REPLICA GPUs in the cluster (0: CPU
+    # replicas, then set EASEL_RAY_REPLICAS).
+    ray_replicas: int | None = Field(default=None, ge=1)
+    ray_gpus_per_replica: float = Field(default=1.0, ge=0)
     safety_checker: str | None = None
     # A multilingual sentence-embedding model (Hub id or folder): a learned second opinion on
     # prompts, which can only add refusals. Prompts scoring at or above the threshold (cosine

@@ -159,3 +159,28 @@ def test_db_upgrade_creates_the_database(run, tmp_path):
     result = run("db", "upgrade")
     assert result.returncode == 0 and "revision 0005" in result.stdout
     assert Path(tmp_path / "data" / "easel.db").exists()
+
+
+def test_two_devices_make_the_images_one_device_makes(run, tmp_path):
+    """EASEL_DEVICE with several devices (two CPU "devices" here, as cuda:0,cuda:1 on a GPU
+    machine): one engine per device, and the images do not depend on how many there are."""
+    pixels = []
+    for devices in ("cpu", "cpu:0,cpu:1"):
+        result = run("imagine", "a lighthouse --seed 7 --count 2", EASEL_DEVICE=devices)
+        assert result.returncode == 0, result.stderr
+        with Image.open(tmp_path / "out" / f"job{job_id(result.stdout)}_2.png") as image:
+            pixels.append(image.tobytes())
+    assert pixels[0] == pixels[1]
+    twice = run("imagine", "a fox", EASEL_DEVICE="cuda:0, cuda:0")
+    assert twice.returncode == 2
+    assert twice.stderr.strip() == "easel: Setting EASEL_DEVICE names a device twice."
+
+
+def test_worker_without_ray_says_how_to_install_it(run, tmp_path):
+    # A Python path where importing ray fails, as on a machine without the extra.
+    blocker = tmp_path / "no_ray"
+    (blocker / "ray").mkdir(parents=True)
+    (blocker / "ray" / "__init__.py").write_text("raise ImportError('no ray here')\n")
+    result = run("worker", PYTHONPATH=f"{blocker}{os.pathsep}{CHECKOUT}")
+    assert result.returncode == 2
+    assert "pip install 'easel[ray]'" in result.stderr and "Traceback" not in result.stderr

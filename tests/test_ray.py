@@ -137,3 +137,25 @@ async def test_a_replica_killed_mid_job_the_job_finishes_once_elsewhere(service,
     # Done once, charged once: one set of images, two images on the quota.
     assert len(await service.store.get_images(job.job.id)) == 2
     assert await service.images_used_today(await service.user(ANN)) == 2
+
+
+async def test_the_app_runs_batches_on_ray_when_configured(ray_engine, model_dir, tmp_path):
+    """EASEL_ENGINE=ray as `easel run` reads it: the app builds no local device, and a job runs
+    on the cluster's replicas (this module's Ray: the app joins the Ray this process started)."""
+    from bot.app import open_app, settings
+
+    configured = settings(
+        engine="ray",
+        ray_replicas=2,
+        ray_gpus_per_replica=0,
+        data_dir=model_dir,
+        database_url=f"sqlite+aiosqlite:///{tmp_path / 'easel.db'}",
+        default_steps=4,
+    )
+    async with open_app(configured) as app:
+        assert [e.name for e in app.engine.executors] == ["ray:easel"]
+        assert app.engine.pool.loaded() == []  # the weights are on the replicas only
+        app.engine.executors[0].wait_ready(TIMEOUT)
+        outcome = await app.service.finish(await app.service.imagine(ANN, "a harbour --seed 5"))
+        assert outcome.job.state is JobState.DONE and len(outcome.images) == 4
+        assert ray_engine.health().extra["running_on"] == {}

@@ -104,6 +104,8 @@ class Settings(BaseSettings):
         "models_file",
         "lora_dir",
         "embeddings_dir",
+        "ray_address",
+        "ray_replicas",
         mode="before",
     )
     @classmethod

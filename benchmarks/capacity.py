@@ -45,7 +45,7 @@ from typing import Any, Protocol
 from bot.core.grammar import Limits, aspect_to_size
 from bot.settings import Settings
 from engine.fairqueue import FairQueue
-from engine.requests import OwnerQueueFull, QueueFull
+from engine.requests import OwnerAtCapacity, QueueAtCapacity
 
 DAY = 86_400.0
 NATIVE_SIDE = 512  # SD 1.5
@@ -318,9 +318,9 @@ class FifoQueue:
 
     def push(self, owner: str, item: Job, *, size: int = 1, key: Hashable = None) -> int:
         if len(self._items) >= self.max_items:
-            raise QueueFull("The queue is full.")
+            raise QueueAtCapacity("The queue is full.")
         if self._per_owner[owner] >= self.max_per_owner:
-            raise OwnerQueueFull("You already have too many jobs waiting.")
+            raise OwnerAtCapacity("You already have too many jobs waiting.")
         self._items.append((owner, item, size, key))
         self._per_owner[owner] += 1
         return len(self._items) - 1
@@ -502,7 +502,7 @@ def simulate(
         job = Job(user, session, index, action.count, pixels, work, now)
         try:
             q.push(str(user), job, size=action.count, key=action.key)
-        except (QueueFull, OwnerQueueFull):
+        except (QueueAtCapacity, OwnerAtCapacity):
             out.refused["queue_full"] += 1
             continue
         out.jobs += 1

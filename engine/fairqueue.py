@@ -20,7 +20,7 @@ from collections.abc import Callable, Hashable
 from dataclasses import dataclass
 from typing import Generic, TypeVar
 
-from engine.requests import OwnerQueueFull, QueueFull
+from engine.requests import OwnerAtCapacity, QueueAtCapacity
 
 T = TypeVar("T")
 
@@ -58,12 +58,12 @@ class FairQueue(Generic[T]):
     def push(self, owner: str, item: T, *, size: int = 1, key: Hashable = None) -> int:
         """Add ``item``; return its position (0 = next). Raises when full."""
         if self._len >= self.max_items:
-            raise QueueFull(
+            raise QueueAtCapacity(
                 f"The queue is full ({self.max_items} jobs waiting). Try again in a few minutes."
             )
         mine = self._queues.get(owner)
         if mine is not None and len(mine) >= self.max_per_owner:
-            raise OwnerQueueFull(
+            raise OwnerAtCapacity(
                 f"You already have {len(mine)} jobs waiting (the limit is "
                 f"{self.max_per_owner}). Wait for one to finish or cancel one."
             )

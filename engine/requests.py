@@ -380,11 +380,11 @@ class EngineError(Exception):
     """Base of what the engine raises to its callers; ``str()`` is fit for users."""
 
 
-class QueueFull(EngineError):
+class QueueAtCapacity(EngineError):
     pass
 
 
-class OwnerQueueFull(EngineError):
+class OwnerAtCapacity(EngineError):
     pass
 
 

@@ -641,7 +641,7 @@ class Engine:
         on_progress: ProgressCallback | None = None,
         loop: asyncio.AbstractEventLoop | None = None,
     ) -> JobHandle:
-        """Queue ``request``. Raises QueueFull / OwnerQueueFull at once instead of waiting.
+        """Queue ``request``. Raises QueueAtCapacity / OwnerAtCapacity at once instead of waiting.
 
         ``on_progress(Progress)`` is called on ``loop`` (thread-safely) when given, else on the
         executor's thread.

@@ -19,8 +19,8 @@ from engine.requests import (
     GenerationRequest,
     JobCancelled,
     Operation,
-    OwnerQueueFull,
-    QueueFull,
+    OwnerAtCapacity,
+    QueueAtCapacity,
 )
 from engine.samplers import SCHEDULERS
 from engine.worker import Engine
@@ -137,10 +137,10 @@ def test_full_queue_and_per_user_cap_are_refused_at_once(make_engine):
     engine = make_engine(start=False, queue_size=3, max_per_owner=2)
     engine.submit(request(owner="ann"))
     engine.submit(request(owner="ann"))
-    with pytest.raises(OwnerQueueFull, match="already have 2 jobs waiting"):
+    with pytest.raises(OwnerAtCapacity, match="already have 2 jobs waiting"):
         engine.submit(request(owner="ann"))
     engine.submit(request(owner="bob"))
-    with pytest.raises(QueueFull, match="queue is full"):
+    with pytest.raises(QueueAtCapacity, match="queue is full"):
         engine.submit(request(owner="cat"))
 
 

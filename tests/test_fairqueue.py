@@ -7,7 +7,7 @@ import itertools
 import pytest
 
 from engine.fairqueue import FairQueue
-from engine.requests import OwnerQueueFull, QueueFull
+from engine.requests import OwnerAtCapacity, QueueAtCapacity
 
 
 def test_round_robin_across_owners_fifo_within():
@@ -48,10 +48,10 @@ def test_limits_refuse_with_a_clear_message():
     q: FairQueue[str] = FairQueue(max_items=3, max_per_owner=2)
     q.push("a", "a1")
     q.push("a", "a2")
-    with pytest.raises(OwnerQueueFull, match="You already have 2 jobs waiting"):
+    with pytest.raises(OwnerAtCapacity, match="You already have 2 jobs waiting"):
         q.push("a", "a3")
     q.push("b", "b1")
-    with pytest.raises(QueueFull, match="The queue is full"):
+    with pytest.raises(QueueAtCapacity, match="The queue is full"):
         q.push("c", "c1")
 
 
@@ -107,7 +107,7 @@ def test_owners_already_served_keep_a_turn_every_round_while_newcomers_stream_in
             q.push(item, item)  # straight back: a reroll as soon as the grid arrives
         try:
             q.push(f"n{i}", f"n{i}")
-        except QueueFull:
+        except QueueAtCapacity:
             refused += 1
     assert refused > 0  # a real surge
     for owner in ("a", "b"):

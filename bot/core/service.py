@@ -86,11 +86,11 @@ from engine.requests import (
     GenerationResult,
     JobCancelled,
     Operation,
-    OwnerQueueFull,
+    OwnerAtCapacity,
     Progress,
+    QueueAtCapacity,
     img2img_steps,
 )
-from engine.requests import QueueFull as EngineQueueFull
 
 __all__ = ["Actor", "Outcome", "Press", "Service", "ServiceConfig", "Submission", "utc_midnight"]
 
@@ -926,9 +926,9 @@ class Service:
 
         try:
             handle = self.engine.submit(request, on_progress=progress, loop=loop)
-        except EngineQueueFull as exc:
+        except QueueAtCapacity as exc:
             raise QueueFull(str(exc)) from None
-        except OwnerQueueFull as exc:
+        except OwnerAtCapacity as exc:
             raise TooManyJobs(str(exc)) from None
         except GenerationError as exc:
             raise InvalidInput(str(exc)) from None

@@ -147,6 +147,16 @@ def catalogue(settings: Settings) -> Any:
         raise ConfigError(f"Setting {name}: {exc}") from None
 
 
+def extra_models(settings: Settings) -> Any:
+    """The models beside the catalogue's (engine.catalogue.ExtraModels), from the settings."""
+    from engine.catalogue import ExtraModels
+
+    return ExtraModels(
+        max_upscale_pixels=settings.max_upscale_pixels,
+        preview_decoders=tuple(settings.preview_decoders.items()),
+    )
+
+
 @asynccontextmanager
 async def open_app(
     settings: Settings, *, with_engine: bool = True, runner: str = "cli"
@@ -186,6 +196,7 @@ async def open_app(
             cpu_threads=settings.cpu_threads,
             lora_dir=settings.lora_dir,
             embeddings_dir=settings.embeddings_dir,
+            extras=extra_models(settings),
         )
         # With EASEL_COMPILE, each device compiles and warms a model up for the batch sizes it
         # will run as soon as it loads it, not in a user's first job.

@@ -8,13 +8,14 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
 from pydantic import AliasChoices, Field, SecretStr, ValidationError, field_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from bot.core.errors import ConfigError, EaselError
 from bot.core.grammar import SAMPLERS, Defaults, Limits, check_default
+from engine.families import FAMILIES
 
 ENV_PREFIX = "EASEL_"
 
@@ -59,6 +60,9 @@ class Settings(BaseSettings):
     # replicas, then set EASEL_RAY_REPLICAS).
     ray_replicas: int | None = Field(default=None, ge=1)
     ray_gpus_per_replica: float = Field(default=1.0, ge=0)
+    # Fast real previews: a TAESD (tiny autoencoder) per model family, "sd1=madebyollin/taesd,
+    # sdxl=madebyollin/taesdxl" (a models.toml entry may name its own, preview_decoder = "...").
+    preview_decoders: Annotated[dict[str, str], NoDecode] = Field(default_factory=dict)
     safety_checker: str | None = None
     # A multilingual sentence-embedding model (Hub id or folder): a learned second opinion on
     # prompts, which can only add refusals. Prompts scoring at or above the threshold (cosine
@@ -112,6 +116,21 @@ class Settings(BaseSettings):
     def _empty_is_unset(cls, value: object) -> object:
         # `.env.example` lists optional settings as `NAME=`; an empty value means "not set".
         return None if isinstance(value, str) and not value.strip() else value
+
+    @field_validator("preview_decoders", mode="before")
+    @classmethod
+    def _family_pairs(cls, value: object) -> object:
+        if not isinstance(value, str):
+            return value
+        pairs: dict[str, str] = {}
+        for item in filter(None, (part.strip() for part in value.split(","))):
+            family, _, source = (x.strip() for x in item.partition("="))
+            if family not in FAMILIES or not source:
+                raise ValueError(
+                    f"'{item}' is not FAMILY=SOURCE with a family of {', '.join(FAMILIES)}"
+                )
+            pairs[family] = source
+        return pairs
 
     @field_validator("model_memory", mode="before")
     @classmethod

@@ -31,7 +31,8 @@ whether it may be used in age-restricted channels only::
     controlnets = { canny = "lllyasviel/control_v11p_sd15_canny" }  # by control kind
     ip_adapter = "h94/IP-Adapter/models/ip-adapter_sd15.safetensors"
 
-A model's companions (``inpaint``, ``controlnets``, ``ip_adapter``) override the settings'
+A model's companions (``inpaint``, ``controlnets``, ``ip_adapter``, and ``preview_decoder``: a
+TAESD such as ``madebyollin/taesd`` for fast real previews) override the settings'
 (:class:`ExtraModels`) for that model; the settings' apply to every model whose family they fit.
 
 A model's name is what jobs record and users type; it is never a file path. An entry may carry
@@ -88,6 +89,7 @@ class ModelEntry:
     inpaint: str | None = None  # a dedicated inpainting checkpoint
     controlnets: tuple[tuple[str, str], ...] = ()  # (control kind, source)
     ip_adapter: str | None = None
+    preview_decoder: str | None = None  # a TAESD for this model's step previews
 
     @property
     def family_info(self) -> Family:
@@ -218,6 +220,8 @@ class ExtraModels:
     depth: str = DEFAULT_DEPTH_MODEL  # EASEL_DEPTH_MODEL
     max_upscale_pixels: int = 2048 * 2048  # EASEL_MAX_UPSCALE_PIXELS: a Subtle upscale's output
     upscale_tile: int = DEFAULT_UPSCALE_TILE  # EASEL_UPSCALE_TILE
+    # EASEL_PREVIEW_DECODERS: a TAESD per model family, e.g. (("sd1", "madebyollin/taesd"),).
+    preview_decoders: tuple[tuple[str, str], ...] = ()
 
     @classmethod
     def tiny(cls, **overrides: Any) -> ExtraModels:
@@ -248,6 +252,11 @@ class ExtraModels:
     def ip_adapter_of(self, entry: ModelEntry) -> str | None:
         chosen = entry.ip_adapter if entry.ip_adapter is not None else self.ip_adapter
         return chosen or None
+
+    def preview_decoder_of(self, entry: ModelEntry, family: str) -> str | None:
+        if entry.preview_decoder is not None:
+            return entry.preview_decoder or None
+        return dict(self.preview_decoders).get(family) or None
 
 
 def _same_weights(a: ModelEntry, b: ModelEntry) -> bool:
@@ -348,6 +357,7 @@ _FIELDS: dict[str, tuple[type | tuple[type, ...], str]] = {
     "inpaint": (str, "text in quotes"),
     "controlnets": (dict, 'a table such as { canny = "lllyasviel/control_v11p_sd15_canny" }'),
     "ip_adapter": (str, "text in quotes"),
+    "preview_decoder": (str, "text in quotes"),
 }
 
 
@@ -435,7 +445,7 @@ def _entry(path: Path, name: str, table: Any) -> ModelEntry:
         controlnets.append((kind, _resolve_companion(control_source, path)))
     companions = {
         key: _resolve_companion(table[key], path) if table[key] else ""
-        for key in ("inpaint", "ip_adapter")
+        for key in ("inpaint", "ip_adapter", "preview_decoder")
         if key in table
     }
     entry = ModelEntry(

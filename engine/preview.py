@@ -1,4 +1,6 @@
-"""Cheap previews: a linear map from the latent channels to RGB, no VAE decode.
+"""Step previews. Without configuration, a cheap linear map from the latent channels to RGB, no
+VAE decode; with a tiny autoencoder (TAESD, diffusers' ``AutoencoderTiny``), a real picture at a
+small fraction of the VAE's cost (:class:`Previews`).
 
 Factors from ComfyUI's ``comfy/latent_formats.py`` (``latent_rgb_factors`` and
 ``latent_rgb_factors_bias``; SD 1.x's are also A1111's ``sd_vae_approx.py`` "cheap
@@ -10,9 +12,16 @@ patches (engine.pipelines).
 
 from __future__ import annotations
 
+import logging
+import threading
+from pathlib import Path
+from typing import Any
+
 import numpy as np
 import torch
 from PIL import Image
+
+log = logging.getLogger(__name__)
 
 SD1_FACTORS = [
     [0.3512, 0.2297, 0.3227],
@@ -82,8 +91,82 @@ def latents_to_preview(latents: torch.Tensor, family: str) -> Image.Image:
     if latents.shape[0] != matrix.shape[0]:
         raise ValueError(f"{family} previews need {matrix.shape[0]} latent channels")
     rgb = torch.einsum("chw,cr->hwr", latents.detach().float().cpu(), matrix) + torch.tensor(bias)
+    return _small(rgb)
+
+
+def _small(rgb: torch.Tensor) -> Image.Image:
+    """(h, w, 3) values in -1..1 → an RGB picture PREVIEW_LONG_SIDE pixels on its long side."""
     pixels = ((rgb + 1) * 127.5).clamp(0, 255).to(torch.uint8).numpy()
     image = Image.fromarray(np.ascontiguousarray(pixels), "RGB")
     scale = PREVIEW_LONG_SIDE / max(image.size)
     size = (max(1, round(image.width * scale)), max(1, round(image.height * scale)))
     return image.resize(size, Image.Resampling.BILINEAR)
+
+
+class Previews:
+    """One loaded model's previews. ``decoder``: a TAESD for the model's latents (a Hub id such
+    as ``madebyollin/taesd`` for SD 1.x/2.x, ``madebyollin/taesdxl`` for SDXL,
+    ``madebyollin/taesd3``, ``madebyollin/taef1``; a folder; or ``tiny``, a random one built
+    locally), loaded on the model's device at the first preview. Without one, or when it
+    cannot load (logged once: a preview is not worth failing a job over), or does not fit the
+    latents, the linear map."""
+
+    def __init__(
+        self,
+        family: str,
+        decoder: str | None = None,
+        *,
+        device: Any = "cpu",
+        dtype: torch.dtype = torch.float32,
+        data_dir: Path = Path("."),
+    ) -> None:
+        self.family = family
+        self.source = decoder
+        self.device = device
+        self.dtype = dtype
+        self.data_dir = Path(data_dir)
+        self._decoder: Any = None
+        self._tried = not decoder
+        self._lock = threading.Lock()
+
+    def image(self, latents: torch.Tensor) -> Image.Image:
+        """One image's latents (channels, h, w), as the sampler holds them → a small picture."""
+        decoder = self._load()
+        if decoder is None or decoder.config.latent_channels != latents.shape[0]:
+            return latents_to_preview(latents, self.family)
+        config = decoder.config
+        with torch.inference_mode():
+            # As diffusers' pipelines decode with an AutoencoderTiny in the VAE's place.
+            x = latents.unsqueeze(0).to(decoder.device, decoder.dtype)
+            x = x / config.scaling_factor + config.shift_factor
+            rgb = decoder.decode(x).sample[0].float().permute(1, 2, 0).cpu()
+        return _small(rgb)
+
+    def _load(self) -> Any:
+        if self._tried:
+            return self._decoder
+        with self._lock:
+            if self._tried:
+                return self._decoder
+            self._tried = True
+            from diffusers import AutoencoderTiny
+
+            source = str(self.source)
+            if source == "tiny":
+                from engine.tiny_extras import build_tiny_preview_decoder
+
+                source = str(build_tiny_preview_decoder(self.data_dir / "models"))
+            try:
+                decoder = AutoencoderTiny.from_pretrained(source, torch_dtype=self.dtype)
+            except Exception as exc:  # a missing folder, no network, not a TAESD
+                first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+                log.warning(
+                    "Preview decoder %s cannot load (%s: %s); previews use the linear map.",
+                    self.source,
+                    type(exc).__name__,
+                    first,
+                )
+                return None
+            self._decoder = decoder.to(self.device).eval()
+            log.info("Preview decoder %s on %s.", self.source, self.device)
+            return self._decoder

@@ -398,3 +398,22 @@ def build_tiny_segmenter(directory: Path) -> Path:
         CLIPSegProcessor(image_processor=image_processor, tokenizer=tokenizer).save_pretrained(tmp)
 
     return _build_once(Path(directory) / "tiny-clipseg", build)
+
+
+def build_tiny_preview_decoder(directory: Path, latent_channels: int = 4) -> Path:
+    """A tiny TAESD (diffusers' AutoencoderTiny) folder for the tiny model's latents."""
+
+    def build(tmp: Path) -> None:
+        import torch
+        from diffusers import AutoencoderTiny
+
+        torch.manual_seed(0)
+        AutoencoderTiny(
+            encoder_block_out_channels=(8, 8, 8, 8),
+            decoder_block_out_channels=(8, 8, 8, 8),
+            num_encoder_blocks=(1, 1, 1, 1),
+            num_decoder_blocks=(1, 1, 1, 1),
+            latent_channels=latent_channels,
+        ).save_pretrained(tmp)
+
+    return _build_once(Path(directory) / f"tiny-taesd-{latent_channels}", build)

@@ -45,7 +45,6 @@ from engine.fairqueue import FairQueue
 from engine.loading import LoadedModel, ModelLoadError, is_out_of_memory
 from engine.pipelines import Runner, StepAborted
 from engine.pool import ModelPool
-from engine.preview import latents_to_preview
 from engine.requests import (
     EngineError,
     EngineHealth,
@@ -405,7 +404,7 @@ class DeviceExecutor(Executor):
                     continue
                 preview = None
                 if want_preview and job.request.previews:
-                    preview = latents_to_preview(latents[offset], model.family)
+                    preview = runner.companions.previews.image(latents[offset])
                 job.notify(step, total, preview)
 
         for job in live:  # step 0: the job has started

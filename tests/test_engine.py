@@ -353,3 +353,37 @@ def test_weights_are_shared_between_pipelines(tiny_model):
     assert tiny_model.img2img.unet is tiny_model.txt2img.unet
     assert tiny_model.img2img.vae is tiny_model.txt2img.vae
     assert tiny_model.img2img.text_encoder is tiny_model.txt2img.text_encoder
+
+
+async def test_a_tiny_autoencoder_decodes_previews_and_changes_no_image(model_dir):
+    """EASEL_PREVIEW_DECODERS: previews decoded by a TAESD (here a tiny random one) instead of
+    the linear colour map; the finished images are the same bytes either way, and a decoder that
+    cannot load leaves the linear previews and the job unharmed."""
+    from engine.catalogue import ExtraModels, load_catalogue
+    from engine.pool import ModelPool
+
+    loop = asyncio.get_running_loop()
+    runs = {}
+    for name, decoders in {
+        "linear": (),
+        "taesd": (("sd1", "tiny"),),
+        "broken": (("sd1", str(model_dir / "no-such-taesd")),),
+    }.items():
+        extras = ExtraModels(preview_decoders=decoders)
+        pool = ModelPool(load_catalogue(None, "tiny"), data_dir=model_dir, extras=extras)
+        engine = Engine(pool, preview_interval=1e-9)
+        engine.start()
+        try:
+            seen: list = []
+            result = await engine.submit(
+                request(seeds=(3,)), on_progress=seen.append, loop=loop
+            ).wait()
+        finally:
+            engine.stop()
+        await asyncio.sleep(0)
+        previews = [png(p.preview) for p in seen if p.preview is not None]
+        runs[name] = previews, png(result.images[0])
+    assert len(runs["taesd"][0]) == len(runs["linear"][0]) == 3
+    assert runs["taesd"][1] == runs["linear"][1] == runs["broken"][1]
+    assert not set(runs["taesd"][0]) & set(runs["linear"][0])
+    assert runs["broken"][0] == runs["linear"][0]

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from engine.catalogue import CatalogueError, ExtraModels, load_catalogue
+from engine.catalogue import CatalogueError, ExtraModels, ModelEntry, load_catalogue
 from engine.loading import load_model
 from engine.ops.helpers import Helpers, load_segmenter
 from engine.pool import ModelPool
@@ -303,16 +303,21 @@ def test_a_catalogue_model_names_its_own_companions(tmp_path):
         inpaint = "stable-diffusion-v1-5/stable-diffusion-inpainting"
         controlnets = { canny = "lllyasviel/control_v11p_sd15_canny", depth = "./depth-cn" }
         ip_adapter = "h94/IP-Adapter/models/ip-adapter_sd15.safetensors"
+        preview_decoder = "madebyollin/taesd"
 
         [models.other]
         source = "tiny"
         inpaint = ""
+        preview_decoder = ""
         """
     )
     catalogue = load_catalogue(path, "sd15")
     sd15, other = catalogue.find("sd15"), catalogue.find("other")
     extras = ExtraModels(
-        inpaint="settings-inpaint", controlnets=(("canny", "settings-canny"),), ip_adapter="x/y/z"
+        inpaint="settings-inpaint",
+        controlnets=(("canny", "settings-canny"),),
+        ip_adapter="x/y/z",
+        preview_decoders=(("sd1", "settings-taesd"), ("sdxl", "settings-taesdxl")),
     )
     assert extras.inpaint_model(sd15) == "stable-diffusion-v1-5/stable-diffusion-inpainting"
     assert extras.inpaint_model(other) is None  # "" opts out of the setting
@@ -322,6 +327,11 @@ def test_a_catalogue_model_names_its_own_companions(tmp_path):
     assert extras.controlnet(other, "depth") is None
     assert extras.ip_adapter_of(sd15) == "h94/IP-Adapter/models/ip-adapter_sd15.safetensors"
     assert extras.ip_adapter_of(other) == "x/y/z"
+    assert extras.preview_decoder_of(sd15, "sd1") == "madebyollin/taesd"
+    assert extras.preview_decoder_of(other, "sd1") is None  # "" opts out of the setting
+    plain = ModelEntry("plain", "tiny")
+    assert extras.preview_decoder_of(plain, "sdxl") == "settings-taesdxl"  # by the family
+    assert extras.preview_decoder_of(plain, "flux") is None
     path.write_text('[models.a]\nsource = "tiny"\ncontrolnets = { edges = "x" }\n')
     with pytest.raises(CatalogueError, match="'edges' is not a control type"):
         load_catalogue(path, "a")

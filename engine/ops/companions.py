@@ -1,6 +1,7 @@
 """What one loaded model runs besides its text-to-image and image-to-image pipelines: its
-inpainting pipeline or dedicated checkpoint, its ControlNets, its IP-Adapter, and (shared by
-every model of the pool) the Subtle upscaler. Each is made or loaded on first use.
+inpainting pipeline or dedicated checkpoint, its ControlNets, its IP-Adapter, its preview
+decoder, and (shared by every model of the pool) the Subtle upscaler. Each is made or loaded on
+first use.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from engine.ops.control import ControlNets, sources_for
 from engine.ops.inpaint import Inpainting
 from engine.ops.ip_adapter import ImagePrompts
 from engine.ops.upscale import SubtleUpscale
+from engine.preview import Previews
 
 if TYPE_CHECKING:
     from engine.pipelines import Runner
@@ -42,3 +44,10 @@ class Companions:
             model, extras.ip_adapter_of(entry), extras.ip_adapter_encoder, data_dir
         )
         self.upscale = upscale or SubtleUpscale(extras, data_dir=data_dir)
+        self.previews = Previews(
+            model.family,
+            extras.preview_decoder_of(entry, model.family),
+            device=model.device,
+            dtype=model.dtype,
+            data_dir=data_dir,
+        )

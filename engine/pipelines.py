@@ -207,7 +207,10 @@ class Runner:
         ]
         # A batch of one would run the convolutions with batch size 1, which picks different
         # CPU kernels than any larger batch: pad with a copy so results never depend on it.
-        padded = len(items) == 1 and not cfg
+        # Not on a GPU, where it would double a turbo model's single image for nothing: GPU
+        # kernels may differ by batch size anyway (benchmarks/gpu_bench.py measures whether a
+        # batched image equals its lone one there).
+        padded = len(items) == 1 and not cfg and model.device.type == "cpu"
         if padded:
             items = items * 2
 

@@ -128,7 +128,8 @@ def test_upscaler_reports_what_it_loaded(files):
 
 class Evil:
     def __reduce__(self):
-        return (print, ("this must never run",))
+        # exec, not print: Ray (started by other tests in the session) replaces builtins.print.
+        return (exec, ("print('this must never run')",))
 
 
 def bad_files(folder):
@@ -150,7 +151,7 @@ def bad_files(folder):
         (wrong_suffix, "model.bin: expected a .pth or .safetensors file"),
         (text, "notes.pth: cannot read the weights"),
         (unrelated, "unrelated.safetensors: its weights match no super-resolution architecture"),
-        (evil, "evil.pth: cannot read the weights (Global 'builtins.print' is forbidden)"),
+        (evil, "evil.pth: cannot read the weights (Global 'builtins.exec' is forbidden)"),
         (restorer, "restorer.safetensors: a 1× RealESRGAN Compact restoration model"),
     ]
 

@@ -17,6 +17,9 @@ class JobKind(StrEnum):
     REROLL = "reroll"
     REMIX = "remix"
     IMG2IMG = "img2img"
+    BLEND = "blend"  # 2-5 uploaded images as image prompts (/blend)
+    CONTROL = "control"  # text-to-image steered by a control map (/imagine control:)
+    DESCRIBE = "describe"  # /describe: no images; its captions are in params, for its buttons
 
 
 class JobState(StrEnum):

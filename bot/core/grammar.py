@@ -259,8 +259,10 @@ def parse_prompt(
     *,
     presets: PresetLookup = _no_presets,
     limits: Limits = Limits(),
+    allow_empty: bool = False,
 ) -> ParsedPrompt:
-    """Parse what the user typed after ``/imagine``. Raises :class:`InvalidInput` subclasses."""
+    """Parse what the user typed after ``/imagine``. Raises :class:`InvalidInput` subclasses.
+    ``allow_empty``: parameters alone are enough (/blend's optional text)."""
     if len(text) > limits.max_prompt_length:
         raise ParameterOutOfRange(
             f"The prompt is {len(text)} characters long; the limit is {limits.max_prompt_length}."
@@ -283,9 +285,10 @@ def parse_prompt(
     values.update(explicit)  # explicit parameters win over the preset
     if tagged:
         values["loras"] = _merge_loras(tagged, values.get("loras", ()), limits)  # type: ignore[arg-type]
-    if not prompt:
+    if not prompt and not allow_empty:
         raise EmptyPrompt("The prompt is empty: describe what to draw before any --parameters.")
-    _check_text(prompt, "prompt")
+    if prompt:
+        _check_text(prompt, "prompt")
     if values.get("negative"):
         _check_text(str(values["negative"]), "--no")
     return ParsedPrompt(prompt=prompt, **values)  # type: ignore[arg-type]

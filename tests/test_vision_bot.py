@@ -1,0 +1,291 @@
+"""ControlNet, image prompts, /blend, /describe and Upscale (Subtle)/(Creative) as users reach them:
+the service and the CLI over real SQLite, real files, the real engine and helpers on tiny random
+companions (ControlNets, IP-Adapter, captioner, depth model, upscaler) built locally."""
+
+from __future__ import annotations
+
+import io
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from bot.core.errors import BadImage, InvalidInput, PolicyRefusal, PromptSyntaxError
+from bot.core.grammar import Defaults, Limits
+from bot.core.models import JobKind, JobState
+from bot.core.service import Actor, Service, ServiceConfig, Upload
+from engine.catalogue import ExtraModels
+from engine.loading import load_model
+from engine.ops.helpers import Helpers
+from engine.pool import ModelPool
+from engine.worker import Engine
+
+ANN = Actor(key="discord:1", name="ann", guild_id=100, channel_id=200)
+
+
+def png(image: Image.Image) -> Upload:
+    buffer = io.BytesIO()
+    image.save(buffer, format="PNG")
+    return Upload(buffer.getvalue(), "image/png")
+
+
+def rectangle(width: int = 64, height: int = 64, left: int | None = None) -> Image.Image:
+    rgb = np.zeros((height, width, 3), np.uint8)
+    left = width // 3 if left is None else left
+    rgb[height // 4 : 3 * height // 4, left : left + width // 3] = (255, 200, 40)
+    return Image.fromarray(rgb)
+
+
+def swatch(seed: int, size: tuple[int, int] = (64, 64)) -> Image.Image:
+    rng = np.random.default_rng(seed)
+    return Image.fromarray(rng.integers(0, 255, (size[1], size[0], 3), dtype=np.uint8))
+
+
+@pytest.fixture(scope="module")
+def companions(tmp_path_factory):
+    """An engine over its own tiny model (ControlNets and the IP-Adapter attach to its U-Net)
+    with every companion, and the helpers; shared by this module's tests."""
+    model_dir = tmp_path_factory.mktemp("vision-models")
+    model = load_model("tiny", data_dir=model_dir)
+    extras = ExtraModels.tiny(max_upscale_pixels=512 * 512)
+    pool = ModelPool.of(model, data_dir=model_dir, extras=extras)
+    engine = Engine(pool, preview_interval=0, max_per_owner=20, queue_size=50)
+    engine.start()
+    helpers = Helpers(extras, data_dir=model_dir)
+    yield engine, helpers
+    engine.stop()
+    helpers.close()
+
+
+@pytest.fixture
+def service(store, files, companions):
+    engine, helpers = companions
+    config = ServiceConfig(
+        limits=Limits(max_pixels=64 * 64),
+        defaults=Defaults(steps=3, sampler="euler"),
+        max_queued_per_user=20,
+        max_upscale_pixels=512 * 512,
+    )
+    return Service(store, files, engine, config, helpers=helpers)
+
+
+async def run(service: Service, submission) -> tuple:
+    outcome = await service.finish(submission)
+    return outcome.job, [service.image_bytes(i) for i in outcome.images]
+
+
+async def charged(service: Service, store) -> tuple[int, int]:
+    """(jobs recorded, images charged) for ANN."""
+    user = await service.user(ANN)
+    return await store.count_jobs(user_id=user.id), await service.images_used_today(user)
+
+
+async def test_the_control_map_changes_the_output_and_is_recorded(service, files):
+    text = "a lighthouse --seed 7 --count 2"
+    job, edges = await run(
+        service, await service.imagine(ANN, f"{text} --control canny", upload=png(rectangle()))
+    )
+    _, moved = await run(
+        service,
+        await service.imagine(ANN, f"{text} --control canny", upload=png(rectangle(left=4))),
+    )
+    _, plain = await run(service, await service.imagine(ANN, text))
+    again, same = await run(
+        service, await service.imagine(ANN, f"{text} --control canny", upload=png(rectangle()))
+    )
+    assert edges != moved and edges != plain
+    assert same == edges  # the same request, the same images
+    assert job.kind is JobKind.CONTROL and job.from_photo
+    assert job.params["control"] == "canny" and job.params["control_weight"] == 1.0
+    # The canny map of the rectangle was kept: white edges where its sides are, black inside.
+    edges_map = np.asarray(files.open(job.params["control_image"]).convert("L"))
+    assert edges_map[32, 19:24].max() == 255 and edges_map[32, 27:36].max() == 0
+    assert job.params["control_input"] == again.params["control_input"]
+    assert "--control canny --raw-control --cw 1" in service.remake_command(job)
+    assert service.remake_command(job).startswith("easel imagine ")
+
+
+async def test_control_weight_zero_equals_no_control(service):
+    text = "a lighthouse --seed 3 --count 1"
+    _, zero = await run(
+        service,
+        await service.imagine(ANN, f"{text} --control canny --cw 0", upload=png(rectangle())),
+    )
+    _, plain = await run(service, await service.imagine(ANN, text))
+    assert zero == plain
+
+
+async def test_depth_control_and_a_ready_made_map(service):
+    text = "a vase --seed 5 --count 1"
+    job, depth = await run(
+        service, await service.imagine(ANN, f"{text} --control depth", upload=png(swatch(1)))
+    )
+    _, raw = await run(
+        service,
+        await service.imagine(
+            ANN, f"{text} --control depth --raw-control", upload=png(rectangle())
+        ),
+    )
+    assert job.kind is JobKind.CONTROL and depth != raw
+
+
+async def test_an_image_prompt_steers_without_being_a_start_image(service):
+    text = "a garden --seed 11 --count 1"
+    job, steered = await run(
+        service, await service.imagine(ANN, f"{text} --iw 1.5", upload=png(swatch(2)))
+    )
+    _, plain = await run(service, await service.imagine(ANN, text))
+    assert job.kind is JobKind.IMAGINE and job.init_image_path is None
+    assert job.params["image_weight"] == 1.5 and len(job.params["image_prompts"]) == 1
+    assert steered != plain and job.from_photo
+    # Without --iw/--control an attachment is still an img2img start image.
+    start = await service.imagine(ANN, text, upload=png(swatch(2)))
+    assert start.job.kind is JobKind.IMG2IMG
+    await service.finish(start)
+
+
+async def test_blend_of_two_and_five_images_records_their_order(service):
+    pictures = [swatch(i) for i in range(5)]
+    two, first = await run(service, await service.blend(ANN, [png(p) for p in pictures[:2]]))
+    _, again = await run(
+        service,
+        await service.blend(ANN, [png(p) for p in pictures[:2]], f"--seed {two.spec.seed}"),
+    )
+    five, grid = await run(
+        service, await service.blend(ANN, [png(p) for p in pictures], "a landscape --seed 4")
+    )
+    assert two.kind is JobKind.BLEND and len(first) == 4 and again == first and grid != first
+    assert len(two.params["inputs"]) == 2 and len(five.params["inputs"]) == 5
+    assert len(set(five.params["inputs"])) == 5
+    swapped = await service.blend(ANN, [png(p) for p in reversed(pictures)], "a landscape --seed 4")
+    assert swapped.job.params["inputs"] == list(reversed(five.params["inputs"]))
+    await service.finish(swapped)
+    assert two.params["image_weight"] == 2.0 and five.params["image_weight"] == 1.0
+    command = service.remake_command(five)
+    assert command.startswith("easel blend uploads/") and "--prompt=" in command
+    # A reroll keeps the images that steer it.
+    reroll = await service.reroll(ANN, five.id)
+    assert reroll.job.params["image_prompts"] == five.params["image_prompts"]
+    await service.finish(reroll)
+
+
+async def test_describe_gives_four_distinct_prompts_and_imagine_this_runs(service):
+    described = await service.describe(ANN, png(swatch(9, (96, 64))))
+    assert len(described.prompts) == 4
+    assert len({p.casefold() for p in described.prompts}) == 4
+    job = described.job
+    assert job.kind is JobKind.DESCRIBE and job.state is JobState.DONE and job.from_photo
+    assert job.params["aspect"] == "3:2"
+    again = await service.describe(ANN, png(swatch(9, (96, 64))))
+    assert again.prompts == described.prompts
+    made, images = await run(service, await service.imagine_described(ANN, job.id, 2))
+    assert made.spec.prompt.startswith(described.prompts[2])
+    assert made.spec.aspect == (3, 2) and made.from_photo and len(images) == 4
+
+
+async def test_a_description_the_policy_refuses_is_never_shown(service, store):
+    image = png(swatch(9, (96, 64)))
+    first = (await service.describe(ANN, image)).prompts
+    others = {w for p in first[1:] for w in p.casefold().split()}
+    word = next(w for w in first[0].casefold().split() if w not in others and w.isalpha())
+    await store.add_block_term(ANN.guild_id, word, "discord:9")
+    shown = (await service.describe(ANN, image)).prompts
+    assert first[0] not in shown and set(first[1:]) <= set(shown)
+    assert all(word not in p.casefold().split() for p in shown)
+    for term in {w for p in first for w in p.casefold().split() if w.isalpha()} - {word}:
+        await store.add_block_term(ANN.guild_id, term, "discord:9")
+    with pytest.raises(PolicyRefusal, match="None of the descriptions of this image"):
+        await service.describe(ANN, image)
+
+
+@pytest.mark.parametrize("factor", [2, 4])
+async def test_upscale_subtle_gives_exactly_factor_times_the_size(service, factor):
+    grid, _ = await run(service, await service.imagine(ANN, "a boat --seed 2 --count 1"))
+    job, (data,) = await run(
+        service, await service.upscale(ANN, grid.id, 0, mode="subtle", factor=factor)
+    )
+    image = Image.open(io.BytesIO(data))
+    assert image.size == (64 * factor, 64 * factor)
+    assert job.params == {"mode": "subtle", "factor": factor}
+    assert service.remake_command(job) == (
+        f"easel upscale {grid.id} 1 --mode subtle --factor {factor}"
+    )
+    creative, (data,) = await run(service, await service.upscale(ANN, grid.id, 0))
+    assert Image.open(io.BytesIO(data)).size == (128, 128) and creative.params == {}
+
+
+@pytest.mark.parametrize(
+    ("call", "error", "message"),
+    [
+        (
+            lambda s: s.blend(ANN, [png(swatch(1))]),
+            InvalidInput,
+            "/blend takes 2 to 5 images; 1 was given.",
+        ),
+        (
+            lambda s: s.blend(ANN, [png(swatch(i)) for i in range(6)]),
+            InvalidInput,
+            "/blend takes 2 to 5 images; 6 were given.",
+        ),
+        (
+            lambda s: s.blend(ANN, [png(swatch(1)), Upload(b"GIF89a", "image/gif")]),
+            BadImage,
+            "Image 2 of the blend must be PNG, JPEG or WebP; this file is image/gif.",
+        ),
+        (
+            lambda s: s.imagine(ANN, "a cat --control pose2", upload=png(swatch(1))),
+            PromptSyntaxError,
+            "choose one of canny, depth, lineart, scribble, pose",
+        ),
+        (
+            lambda s: s.imagine(ANN, "a cat --control canny", upload=png(swatch(1, (128, 64)))),
+            InvalidInput,
+            "use an image of the same shape or set --ar to match it",
+        ),
+        (
+            lambda s: s.imagine(ANN, "a cat --control canny"),
+            InvalidInput,
+            "attach one",
+        ),
+        (
+            lambda s: s.imagine(ANN, "a cat --control pose", upload=png(swatch(1))),
+            InvalidInput,
+            "pose",
+        ),
+        (
+            lambda s: s.describe(ANN, Upload(b"not a picture", "image/png")),
+            BadImage,
+            "The image to describe is not a picture Easel can read.",
+        ),
+        (
+            lambda s: s.imagine(ANN, "a cat --iw 1", upload=Upload(b"x", "text/plain")),
+            BadImage,
+            "The image prompt must be PNG, JPEG or WebP",
+        ),
+    ],
+)
+async def test_bad_input_gets_a_specific_message_and_charges_nothing(
+    service, store, call, error, message
+):
+    before = await charged(service, store)
+    with pytest.raises(error) as info:
+        await call(service)
+    assert message in str(info.value)
+    assert await charged(service, store) == before
+
+
+async def test_an_upscale_beyond_the_limit_is_refused(service, store):
+    grid, _ = await run(service, await service.imagine(ANN, "a boat --seed 2 --count 1"))
+    small = Service(
+        service.store,
+        service.files,
+        service.engine,
+        ServiceConfig(defaults=Defaults(steps=3), max_upscale_pixels=128 * 128),
+        helpers=service.helpers,
+    )
+    before = await charged(service, store)
+    with pytest.raises(InvalidInput, match="above this server's limit of 16,384 pixels"):
+        await small.upscale(ANN, grid.id, 0, mode="subtle", factor=4)
+    with pytest.raises(InvalidInput, match="not ×3"):
+        await small.upscale(ANN, grid.id, 0, mode="subtle", factor=3)
+    assert await charged(service, store) == before

@@ -136,6 +136,23 @@ class NoEngine:
         return EngineHealth(alive=False, model=None, queued=0, running=0)
 
 
+def extra_models(settings: Settings) -> Any:
+    """The companion models from the settings (engine.catalogue.ExtraModels): ControlNets,
+    IP-Adapter, upscaler, captioner and depth estimator, each loaded on first use."""
+    from engine.catalogue import ExtraModels
+
+    return ExtraModels(
+        controlnets=settings.controlnets,
+        ip_adapter=settings.ip_adapter,
+        ip_adapter_encoder=settings.ip_adapter_encoder,
+        upscaler=settings.upscaler_model,
+        captioner=settings.caption_model,
+        depth=settings.depth_model,
+        max_upscale_pixels=settings.max_upscale_pixels,
+        upscale_tile=settings.upscale_tile,
+    )
+
+
 def catalogue(settings: Settings) -> Any:
     """The model catalogue: EASEL_MODELS_FILE, or EASEL_MODEL as a catalogue of one."""
     from engine.catalogue import CatalogueError, load_catalogue
@@ -155,6 +172,7 @@ async def open_app(
     that only read or change records. ``runner`` is "bot" or "cli": what this process is, for
     the jobs it runs."""
     from engine.loading import ModelLoadError
+    from engine.ops.helpers import Helpers
     from engine.pool import ModelPool
     from engine.safety import load_safety_checker
     from engine.text_safety import load_text_classifier
@@ -162,13 +180,19 @@ async def open_app(
 
     db = make_db_engine(settings.db_url)
     engine = None
+    extras = extra_models(settings)
+    # The captioner and control-map makers run on their own thread, loaded on first use: even
+    # commands without the engine (easel describe) have them.
+    helpers = Helpers(extras, data_dir=settings.data_dir, device=settings.device)
     try:
         await upgrade(db)
         store = Store(make_sessionmaker(db))
         files = ImageFiles(settings.data_dir)
         config = service_config(settings, this_process(runner))
         if not with_engine:
-            service = Service(store, files, NoEngine(settings), config, is_alive=is_alive)
+            service = Service(
+                store, files, NoEngine(settings), config, is_alive=is_alive, helpers=helpers
+            )
             await service.recover()
             yield App(settings, store, files, None, service)
             return
@@ -182,6 +206,7 @@ async def open_app(
             cpu_threads=settings.cpu_threads,
             lora_dir=settings.lora_dir,
             embeddings_dir=settings.embeddings_dir,
+            extras=extras,
         )
         try:
             await asyncio.to_thread(pool.preload)  # the default model, before the first job
@@ -225,10 +250,12 @@ async def open_app(
             classifier=classifier,
             text_classifier=text_classifier,
             is_alive=is_alive,
+            helpers=helpers,
         )
         await service.recover()  # jobs of easel commands that were killed hold no slots
         yield App(settings, store, files, engine, service)
     finally:
         if engine is not None:
             await asyncio.to_thread(engine.stop)
+        await asyncio.to_thread(helpers.close)
         await db.dispose()

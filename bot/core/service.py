@@ -803,6 +803,9 @@ class Service:
             raise InvalidInput(str(exc)) from None
         except GenerationError as exc:
             raise GenerationFailed(f"{exc} Nothing was charged.") from None
+        except Exception as exc:  # engine.loading.ModelLoadError: says what to configure
+            log.exception("A helper model failed")
+            raise GenerationFailed(f"{str(exc)[:300]} Nothing was charged.") from None
 
     async def _control_map(self, parsed: ParsedPrompt, image: PILImage.Image) -> PILImage.Image:
         if self.helpers is None:

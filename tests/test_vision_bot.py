@@ -19,6 +19,7 @@ from engine.loading import load_model
 from engine.ops.helpers import Helpers
 from engine.pool import ModelPool
 from engine.worker import Engine
+from tests.test_cli import environment, run  # noqa: F401 - the easel command's fixtures
 
 ANN = Actor(key="discord:1", name="ann", guild_id=100, channel_id=200)
 
@@ -69,7 +70,7 @@ def service(store, files, companions):
     return Service(store, files, engine, config, helpers=helpers)
 
 
-async def run(service: Service, submission) -> tuple:
+async def done(service: Service, submission) -> tuple:
     outcome = await service.finish(submission)
     return outcome.job, [service.image_bytes(i) for i in outcome.images]
 
@@ -82,15 +83,15 @@ async def charged(service: Service, store) -> tuple[int, int]:
 
 async def test_the_control_map_changes_the_output_and_is_recorded(service, files):
     text = "a lighthouse --seed 7 --count 2"
-    job, edges = await run(
+    job, edges = await done(
         service, await service.imagine(ANN, f"{text} --control canny", upload=png(rectangle()))
     )
-    _, moved = await run(
+    _, moved = await done(
         service,
         await service.imagine(ANN, f"{text} --control canny", upload=png(rectangle(left=4))),
     )
-    _, plain = await run(service, await service.imagine(ANN, text))
-    again, same = await run(
+    _, plain = await done(service, await service.imagine(ANN, text))
+    again, same = await done(
         service, await service.imagine(ANN, f"{text} --control canny", upload=png(rectangle()))
     )
     assert edges != moved and edges != plain
@@ -107,20 +108,20 @@ async def test_the_control_map_changes_the_output_and_is_recorded(service, files
 
 async def test_control_weight_zero_equals_no_control(service):
     text = "a lighthouse --seed 3 --count 1"
-    _, zero = await run(
+    _, zero = await done(
         service,
         await service.imagine(ANN, f"{text} --control canny --cw 0", upload=png(rectangle())),
     )
-    _, plain = await run(service, await service.imagine(ANN, text))
+    _, plain = await done(service, await service.imagine(ANN, text))
     assert zero == plain
 
 
 async def test_depth_control_and_a_ready_made_map(service):
     text = "a vase --seed 5 --count 1"
-    job, depth = await run(
+    job, depth = await done(
         service, await service.imagine(ANN, f"{text} --control depth", upload=png(swatch(1)))
     )
-    _, raw = await run(
+    _, raw = await done(
         service,
         await service.imagine(
             ANN, f"{text} --control depth --raw-control", upload=png(rectangle())
@@ -131,10 +132,10 @@ async def test_depth_control_and_a_ready_made_map(service):
 
 async def test_an_image_prompt_steers_without_being_a_start_image(service):
     text = "a garden --seed 11 --count 1"
-    job, steered = await run(
+    job, steered = await done(
         service, await service.imagine(ANN, f"{text} --iw 1.5", upload=png(swatch(2)))
     )
-    _, plain = await run(service, await service.imagine(ANN, text))
+    _, plain = await done(service, await service.imagine(ANN, text))
     assert job.kind is JobKind.IMAGINE and job.init_image_path is None
     assert job.params["image_weight"] == 1.5 and len(job.params["image_prompts"]) == 1
     assert steered != plain and job.from_photo
@@ -146,12 +147,12 @@ async def test_an_image_prompt_steers_without_being_a_start_image(service):
 
 async def test_blend_of_two_and_five_images_records_their_order(service):
     pictures = [swatch(i) for i in range(5)]
-    two, first = await run(service, await service.blend(ANN, [png(p) for p in pictures[:2]]))
-    _, again = await run(
+    two, first = await done(service, await service.blend(ANN, [png(p) for p in pictures[:2]]))
+    _, again = await done(
         service,
         await service.blend(ANN, [png(p) for p in pictures[:2]], f"--seed {two.spec.seed}"),
     )
-    five, grid = await run(
+    five, grid = await done(
         service, await service.blend(ANN, [png(p) for p in pictures], "a landscape --seed 4")
     )
     assert two.kind is JobKind.BLEND and len(first) == 4 and again == first and grid != first
@@ -178,7 +179,7 @@ async def test_describe_gives_four_distinct_prompts_and_imagine_this_runs(servic
     assert job.params["aspect"] == "3:2"
     again = await service.describe(ANN, png(swatch(9, (96, 64))))
     assert again.prompts == described.prompts
-    made, images = await run(service, await service.imagine_described(ANN, job.id, 2))
+    made, images = await done(service, await service.imagine_described(ANN, job.id, 2))
     assert made.spec.prompt.startswith(described.prompts[2])
     assert made.spec.aspect == (3, 2) and made.from_photo and len(images) == 4
 
@@ -200,8 +201,8 @@ async def test_a_description_the_policy_refuses_is_never_shown(service, store):
 
 @pytest.mark.parametrize("factor", [2, 4])
 async def test_upscale_subtle_gives_exactly_factor_times_the_size(service, factor):
-    grid, _ = await run(service, await service.imagine(ANN, "a boat --seed 2 --count 1"))
-    job, (data,) = await run(
+    grid, _ = await done(service, await service.imagine(ANN, "a boat --seed 2 --count 1"))
+    job, (data,) = await done(
         service, await service.upscale(ANN, grid.id, 0, mode="subtle", factor=factor)
     )
     image = Image.open(io.BytesIO(data))
@@ -210,7 +211,7 @@ async def test_upscale_subtle_gives_exactly_factor_times_the_size(service, facto
     assert service.remake_command(job) == (
         f"easel upscale {grid.id} 1 --mode subtle --factor {factor}"
     )
-    creative, (data,) = await run(service, await service.upscale(ANN, grid.id, 0))
+    creative, (data,) = await done(service, await service.upscale(ANN, grid.id, 0))
     assert Image.open(io.BytesIO(data)).size == (128, 128) and creative.params == {}
 
 
@@ -275,7 +276,7 @@ async def test_bad_input_gets_a_specific_message_and_charges_nothing(
 
 
 async def test_an_upscale_beyond_the_limit_is_refused(service, store):
-    grid, _ = await run(service, await service.imagine(ANN, "a boat --seed 2 --count 1"))
+    grid, _ = await done(service, await service.imagine(ANN, "a boat --seed 2 --count 1"))
     small = Service(
         service.store,
         service.files,
@@ -289,3 +290,47 @@ async def test_an_upscale_beyond_the_limit_is_refused(service, store):
     with pytest.raises(InvalidInput, match="not ×3"):
         await small.upscale(ANN, grid.id, 0, mode="subtle", factor=3)
     assert await charged(service, store) == before
+
+
+# -- the easel command ----------------------------------------------------------------------------
+
+TINY_COMPANIONS = {
+    "EASEL_CONTROLNET_CANNY": "tiny",
+    "EASEL_IP_ADAPTER": "tiny",
+    "EASEL_UPSCALER_MODEL": "tiny",
+    "EASEL_CAPTION_MODEL": "tiny",
+    "EASEL_DEPTH_MODEL": "tiny",
+    "EASEL_DEFAULT_SAMPLER": "euler",
+    "EASEL_DEFAULT_STEPS": "3",
+    "EASEL_MAX_PIXELS": str(64 * 64),
+}
+
+
+def test_the_easel_command_blends_describes_steers_and_upscales(run, tmp_path):  # noqa: F811
+    for number in range(3):
+        swatch(number).save(tmp_path / f"in{number}.png")
+    rectangle().save(tmp_path / "shape.png")
+
+    described = run("describe", "in0.png", **TINY_COMPANIONS)
+    assert described.returncode == 0, described.stderr
+    lines = described.stdout.splitlines()
+    assert [line[:3] for line in lines] == ["1. ", "2. ", "3. ", "4. "]
+    assert len({line[3:] for line in lines}) == 4
+
+    blended = run("blend", "in0.png", "in1.png", "in2.png", "--prompt=--seed 5", **TINY_COMPANIONS)
+    assert blended.returncode == 0, blended.stderr
+    assert "(blend)" in blended.stdout and "Remake: easel blend uploads/" in blended.stdout
+    assert Image.open(tmp_path / "out" / "job2_grid.png").size == (128, 128)
+
+    steered = run(
+        "imagine", "a tower --control canny --cw 0.8 --seed 1", "--image", "shape.png",
+        **TINY_COMPANIONS,
+    )  # fmt: skip
+    assert steered.returncode == 0, steered.stderr
+    assert "(control)" in steered.stdout and "--control canny --raw-control --cw 0.8" in (
+        steered.stdout
+    )
+
+    upscaled = run("upscale", "3", "1", "--mode", "subtle", "--factor", "4", **TINY_COMPANIONS)
+    assert upscaled.returncode == 0, upscaled.stderr
+    assert Image.open(tmp_path / "out" / "job4_1.png").size == (256, 256)

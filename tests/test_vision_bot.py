@@ -19,6 +19,7 @@ from engine.loading import load_model
 from engine.ops.helpers import Helpers
 from engine.pool import ModelPool
 from engine.worker import Engine
+from tests.harness import WAIT, custom_ids, job_id_of
 from tests.test_cli import environment, run  # noqa: F401 - the easel command's fixtures
 
 ANN = Actor(key="discord:1", name="ann", guild_id=100, channel_id=200)
@@ -334,3 +335,72 @@ def test_the_easel_command_blends_describes_steers_and_upscales(run, tmp_path): 
     upscaled = run("upscale", "3", "1", "--mode", "subtle", "--factor", "4", **TINY_COMPANIONS)
     assert upscaled.returncode == 0, upscaled.stderr
     assert Image.open(tmp_path / "out" / "job4_1.png").size == (256, 256)
+
+
+# -- Discord, end to end through the fake server -------------------------------------------------
+
+
+def gif() -> bytes:
+    buffer = io.BytesIO()
+    swatch(3).save(buffer, format="GIF")
+    return buffer.getvalue()
+
+
+def attach(h, image: Image.Image, name: str) -> dict:
+    return h.fake.add_attachment(png(image).data, name, "image/png")
+
+
+@pytest.fixture
+def vision_service(h, companions):
+    engine, helpers = companions
+    config = ServiceConfig(
+        limits=Limits(max_pixels=64 * 64),
+        defaults=Defaults(steps=3, sampler="euler"),
+        max_queued_per_user=20,
+    )
+    return Service(h.store, h.files, engine, config, helpers=helpers)
+
+
+async def test_describe_then_imagine_this_makes_a_grid(h, vision_service):
+    async with h.bot(vision_service):
+        asked = await h.fake.slash("describe", {"image": attach(h, swatch(9, (96, 64)), "a.png")})
+        described = await h.fake.wait_for_message(
+            lambda m: m["id"] == asked.original_id and m["components"], timeout=WAIT
+        )
+        buttons = custom_ids(described)
+        assert len(buttons) == 4 and all(b.startswith("easel:describe:") for b in buttons)
+        numbered = [line for line in described["content"].splitlines() if line[:2] == "**"]
+        assert len(numbered) == 4
+        pressed = await h.fake.click(described, buttons[1])
+        grid = await h.done(pressed)
+    job = await h.store.get_job(job_id_of(grid))
+    parent = await h.store.get_job(job.parent_job_id)
+    assert parent.kind is JobKind.DESCRIBE and job.spec.prompt == parent.params["prompts"][1]
+    assert job.spec.aspect == (3, 2) and job.from_photo
+    assert len(await h.store.get_images(job.id)) == 4
+
+
+async def test_blend_two_attachments_makes_a_grid(h, vision_service):
+    async with h.bot(vision_service):
+        interaction = await h.fake.slash(
+            "blend",
+            {
+                "image1": attach(h, swatch(1), "one.png"),
+                "image2": attach(h, swatch(2), "two.png"),
+                "prompt": "a meadow --seed 3",
+            },
+        )
+        grid = await h.done(interaction)
+        refused = await h.fake.slash(
+            "blend",
+            {
+                "image1": attach(h, swatch(1), "one.png"),
+                "image2": h.fake.add_attachment(gif(), "x.gif", "image/gif"),
+            },
+        )
+        message = await h.refused(refused)
+    job = await h.store.get_job(job_id_of(grid))
+    assert job.kind is JobKind.BLEND and len(job.params["inputs"]) == 2
+    assert len(await h.store.get_images(job.id)) == 4
+    assert "Image 2 of the blend must be PNG, JPEG or WebP" in message
+    assert await h.store.count_jobs() == 1

@@ -200,6 +200,17 @@ async def test_a_description_the_policy_refuses_is_never_shown(service, store):
         await service.describe(ANN, image)
 
 
+async def test_forget_me_deletes_the_uploads_that_steered(service, files):
+    blend = await service.blend(ANN, [png(swatch(20)), png(swatch(21))], "--seed 1")
+    control = await service.imagine(ANN, "a cat --control canny", upload=png(swatch(22)))
+    for submission in (blend, control):
+        await service.finish(submission)
+    uploads = [*blend.job.params["image_prompts"], control.job.params["control_image"]]
+    assert all(files.path(p).exists() for p in uploads)
+    await service.forget_me(ANN)
+    assert not any(files.path(p).exists() for p in uploads)
+
+
 @pytest.mark.parametrize("factor", [2, 4])
 async def test_upscale_subtle_gives_exactly_factor_times_the_size(service, factor):
     grid, _ = await done(service, await service.imagine(ANN, "a boat --seed 2 --count 1"))

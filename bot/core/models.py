@@ -154,6 +154,13 @@ class Member:
         return self.banned and (self.banned_until is None or self.banned_until > now)
 
 
+def steering_files(params: dict[str, Any]) -> list[str]:
+    """The uploaded images that steer a job (job.params): its control map, then its image
+    prompts in order; paths under the data directory."""
+    control = [params["control_image"]] if params.get("control_image") else []
+    return control + list(params.get("image_prompts", ()))
+
+
 @dataclass(frozen=True)
 class NewJob:
     """What the service asks the store to record before any work starts."""

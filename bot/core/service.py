@@ -73,6 +73,7 @@ from bot.core.models import (
     NsfwRule,
     User,
     UserSettings,
+    steering_files,
 )
 from bot.core.ports import (
     EnginePort,
@@ -854,7 +855,7 @@ class Service:
     async def _steering(self, job: Job) -> dict[str, Any]:
         """The request fields of a job's steering images (read from the files), or {}."""
         params = job.params
-        files = _steering_files(params)
+        files = steering_files(params)
         if not files:
             return {}
 
@@ -1765,12 +1766,6 @@ def _steering_params(params: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in params.items() if k in _STEERING_KEYS}
 
 
-def _steering_files(params: dict[str, Any]) -> list[str]:
-    """The control map, then the image prompts in order: files under the data directory."""
-    control = [params["control_image"]] if params.get("control_image") else []
-    return control + list(params.get("image_prompts", ()))
-
-
 def _aspect_of(width: int, height: int) -> tuple[int, int]:
     """An image's aspect as a ratio of small numbers (1024×683 → 3:2), within 1:4 to 4:1."""
     ratio = Fraction(width, height).limit_denominator(DESCRIBE_ASPECT_DENOMINATOR)
@@ -1790,7 +1785,7 @@ def _steered_command(job: Job) -> str | None:
             f"easel upscale {job.parent_job_id} {index} --mode {params['mode']} "
             f"--factor {params['factor']}"
         )
-    files = _steering_files(params)
+    files = steering_files(params)
     if not files:
         return None
     parsed = replace(

@@ -391,6 +391,26 @@ async def test_describe_then_imagine_this_makes_a_grid(h, vision_service):
     assert len(await h.store.get_images(job.id)) == 4
 
 
+async def test_a_controlled_result_shows_its_control_map(h, vision_service):
+    async with h.bot(vision_service):
+        interaction = await h.fake.slash(
+            "imagine",
+            {
+                "prompt": "a tower --seed 2",
+                "image": attach(h, rectangle(), "r.png"),
+                "control": "canny",
+            },
+        )
+        grid = await h.done(interaction)
+    job = await h.store.get_job(job_id_of(grid))
+    assert job.kind is JobKind.CONTROL and job.params["control"] == "canny"
+    picture, control = grid["attachments"]
+    assert Image.open(io.BytesIO(h.fake.attachment_bytes(picture))).size == (128, 128)
+    shown = Image.open(io.BytesIO(h.fake.attachment_bytes(control)))
+    assert control["filename"].endswith("_control.png")
+    assert np.array_equal(np.asarray(shown), np.asarray(h.files.open(job.params["control_image"])))
+
+
 async def test_blend_two_attachments_makes_a_grid(h, vision_service):
     async with h.bot(vision_service):
         interaction = await h.fake.slash(

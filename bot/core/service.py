@@ -816,6 +816,14 @@ class Service:
         assert parsed.control is not None
         return await self._helper(self.helpers.control_map(parsed.control, image))
 
+    def control_map_bytes(self, job: Job) -> bytes | None:
+        """The PNG of the control map a job followed (shown with its result), or None."""
+        path = job.params.get("control_image") if job.kind is JobKind.CONTROL else None
+        try:
+            return self.files.read(path) if path else None
+        except OSError:  # deleted with its owner's uploads
+            return None
+
     async def _submit_steered(
         self,
         actor: Actor,

@@ -110,14 +110,6 @@ class Settings(BaseSettings):
         "models_file",
         "lora_dir",
         "embeddings_dir",
-        mode="before",
-    )
-    @classmethod
-    def _empty_is_unset(cls, value: object) -> object:
-        # `.env.example` lists optional settings as `NAME=`; an empty value means "not set".
-        return None if isinstance(value, str) and not value.strip() else value
-
-    @field_validator(
         "controlnet_canny",
         "controlnet_depth",
         "controlnet_lineart",
@@ -129,7 +121,8 @@ class Settings(BaseSettings):
         mode="before",
     )
     @classmethod
-    def _empty_companion_is_unset(cls, value: object) -> object:
+    def _empty_is_unset(cls, value: object) -> object:
+        # `.env.example` lists optional settings as `NAME=`; an empty value means "not set".
         return None if isinstance(value, str) and not value.strip() else value
 
     @field_validator("model_memory", mode="before")

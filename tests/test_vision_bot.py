@@ -168,7 +168,8 @@ async def test_blend_of_two_and_five_images_records_their_order(service):
     # A reroll keeps the images that steer it.
     reroll = await service.reroll(ANN, five.id)
     assert reroll.job.params["image_prompts"] == five.params["image_prompts"]
-    await service.finish(reroll)
+    rerolled, _ = await done(service, reroll)
+    assert service.remake_command(rerolled).startswith("easel blend uploads/")
 
 
 async def test_describe_gives_four_distinct_prompts_and_imagine_this_runs(service):
@@ -183,6 +184,8 @@ async def test_describe_gives_four_distinct_prompts_and_imagine_this_runs(servic
     made, images = await done(service, await service.imagine_described(ANN, job.id, 2))
     assert made.spec.prompt.startswith(described.prompts[2])
     assert made.spec.aspect == (3, 2) and made.from_photo and len(images) == 4
+    with pytest.raises(InvalidInput, match="A description has nothing to reroll"):
+        await service.reroll(ANN, job.id)
 
 
 async def test_a_description_the_policy_refuses_is_never_shown(service, store):

@@ -1026,6 +1026,8 @@ class Service:
             return existing
         if parent.kind is JobKind.UPSCALE:
             raise InvalidInput("An upscale has nothing to reroll; upscale another image instead.")
+        if parent.kind is JobKind.DESCRIBE:
+            raise InvalidInput("A description has nothing to reroll; imagine one of its prompts.")
         spec = replace(parent.spec, seed=self._rng.randint(0, SEED_MAX))
         return await self._derived(
             actor,
@@ -1805,7 +1807,7 @@ def _steered_command(job: Job) -> str | None:
         style_only=params.get("style_only") or None,
     )
     text = shlex.quote(format_parsed(parsed).strip())
-    if job.kind is JobKind.BLEND:
+    if job.kind is JobKind.BLEND or len(params.get("image_prompts", ())) > 1:  # or its reroll
         return f"easel blend {' '.join(files)} --prompt={text}"
     # With both --control and --iw, the image prompt was the upload the map was made from; the
     # command gives the map for both.

@@ -136,6 +136,25 @@ class NoEngine:
         return EngineHealth(alive=False, model=None, queued=0, running=0)
 
 
+def extra_models(settings: Settings) -> Any:
+    """The companion models from the settings (engine.catalogue.ExtraModels): ControlNets,
+    IP-Adapter, upscaler, captioner, depth estimator and preview decoders, each loaded on first
+    use."""
+    from engine.catalogue import ExtraModels
+
+    return ExtraModels(
+        controlnets=settings.controlnets,
+        ip_adapter=settings.ip_adapter,
+        ip_adapter_encoder=settings.ip_adapter_encoder,
+        upscaler=settings.upscaler_model,
+        captioner=settings.caption_model,
+        depth=settings.depth_model,
+        max_upscale_pixels=settings.max_upscale_pixels,
+        upscale_tile=settings.upscale_tile,
+        preview_decoders=tuple(settings.preview_decoders.items()),
+    )
+
+
 def catalogue(settings: Settings) -> Any:
     """The model catalogue: EASEL_MODELS_FILE, or EASEL_MODEL as a catalogue of one."""
     from engine.catalogue import CatalogueError, load_catalogue
@@ -147,16 +166,6 @@ def catalogue(settings: Settings) -> Any:
         raise ConfigError(f"Setting {name}: {exc}") from None
 
 
-def extra_models(settings: Settings) -> Any:
-    """The models beside the catalogue's (engine.catalogue.ExtraModels), from the settings."""
-    from engine.catalogue import ExtraModels
-
-    return ExtraModels(
-        max_upscale_pixels=settings.max_upscale_pixels,
-        preview_decoders=tuple(settings.preview_decoders.items()),
-    )
-
-
 @asynccontextmanager
 async def open_app(
     settings: Settings, *, with_engine: bool = True, runner: str = "cli"
@@ -165,27 +174,34 @@ async def open_app(
     that only read or change records. ``runner`` is "bot" or "cli": what this process is, for
     the jobs it runs."""
     from engine.loading import ModelLoadError
+    from engine.ops.helpers import Helpers
     from engine.pool import ModelPool
     from engine.safety import load_safety_checker
     from engine.text_safety import load_text_classifier
     from engine.worker import Engine, PoolSpec, split_devices
 
+    try:
+        devices = split_devices(settings.device)
+    except ValueError as exc:
+        raise ConfigError(f"Setting EASEL_DEVICE {exc}.") from None
     db = make_db_engine(settings.db_url)
     engine = None
+    extras = extra_models(settings)
+    # The captioner and control-map makers run on their own thread, loaded on first use: even
+    # commands without the engine (easel describe) have them.
+    helpers = Helpers(extras, data_dir=settings.data_dir, device=devices[0])
     try:
         await upgrade(db)
         store = Store(make_sessionmaker(db))
         files = ImageFiles(settings.data_dir)
         config = service_config(settings, this_process(runner))
         if not with_engine:
-            service = Service(store, files, NoEngine(settings), config, is_alive=is_alive)
+            service = Service(
+                store, files, NoEngine(settings), config, is_alive=is_alive, helpers=helpers
+            )
             await service.recover()
             yield App(settings, store, files, None, service)
             return
-        try:
-            devices = split_devices(settings.device)
-        except ValueError as exc:
-            raise ConfigError(f"Setting EASEL_DEVICE {exc}.") from None
         pool = ModelPool(
             catalogue(settings),
             data_dir=settings.data_dir,
@@ -196,7 +212,7 @@ async def open_app(
             cpu_threads=settings.cpu_threads,
             lora_dir=settings.lora_dir,
             embeddings_dir=settings.embeddings_dir,
-            extras=extra_models(settings),
+            extras=extras,
         )
         # With EASEL_COMPILE, each device compiles and warms a model up for the batch sizes it
         # will run as soon as it loads it, not in a user's first job.
@@ -262,10 +278,12 @@ async def open_app(
             classifier=classifier,
             text_classifier=text_classifier,
             is_alive=is_alive,
+            helpers=helpers,
         )
         await service.recover()  # jobs of easel commands that were killed hold no slots
         yield App(settings, store, files, engine, service)
     finally:
         if engine is not None:
             await asyncio.to_thread(engine.stop)
+        await asyncio.to_thread(helpers.close)
         await db.dispose()

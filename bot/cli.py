@@ -99,12 +99,12 @@ def _write_outcome(service: Service, outcome: Outcome, out: Path) -> None:
     print(f"Remake: {service.remake_command(job)}")
 
 
-def _read_upload(path: str) -> Upload:
+def _read_upload(path: str, what: str = "the start image") -> Upload:
     file = Path(path)
     try:
         data = file.read_bytes()
     except OSError as exc:
-        raise InvalidInput(f"Cannot read the start image {path}: {exc.strerror}.") from None
+        raise InvalidInput(f"Cannot read {what} {path}: {exc.strerror}.") from None
     content_type, _ = mimetypes.guess_type(file.name)
     return Upload(data=data, content_type=content_type)
 
@@ -150,10 +150,33 @@ async def cmd_upscale(service: Service, args: argparse.Namespace) -> int:
     return await _run_job(
         service,
         lambda on_progress: service.upscale(
-            actor, args.job, _index(args.n), on_progress=on_progress
+            actor,
+            args.job,
+            _index(args.n),
+            mode=args.mode,
+            factor=args.factor,
+            on_progress=on_progress,
         ),
         args,
     )
+
+
+async def cmd_blend(service: Service, args: argparse.Namespace) -> int:
+    actor = _actor(args)
+    uploads = [_read_upload(path, "the image") for path in args.files]
+    return await _run_job(
+        service,
+        lambda on_progress: service.blend(actor, uploads, args.prompt, on_progress=on_progress),
+        args,
+    )
+
+
+async def cmd_describe(service: Service, args: argparse.Namespace) -> int:
+    described = await service.describe(_actor(args), _read_upload(args.file, "the image"))
+    for number, prompt in enumerate(described.prompts, 1):
+        print(f"{number}. {prompt}")
+    print(f"(job #{described.job.id}, aspect {described.job.params['aspect']})", file=sys.stderr)
+    return EXIT_OK
 
 
 async def cmd_vary(service: Service, args: argparse.Namespace) -> int:
@@ -322,8 +345,29 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("prompt", help='prompt with parameters, e.g. "a fox --ar 3:2 --seed 7"')
     p.add_argument("--out", default="out", help="folder for the images (default: out)")
     p.add_argument("--user", help="who the job is for (default: your login name)")
-    p.add_argument("--image", help="a start image (PNG, JPEG or WebP)")
-    job_command("upscale", "image N of a job at twice the size", image_index=True)
+    p.add_argument(
+        "--image",
+        help="a start image (PNG, JPEG or WebP); with --control or --iw in the prompt, a control "
+        "map's source or an image prompt",
+    )
+    p = job_command("upscale", "image N of a job at 2 or 4 times the size", image_index=True)
+    p.add_argument(
+        "--mode",
+        choices=("subtle", "creative"),
+        default="creative",
+        help="subtle: the upscaler model keeps the image; creative (default): a light repaint",
+    )
+    p.add_argument("--factor", type=int, choices=(2, 4), default=2, help="2 (default) or 4")
+    p = sub.add_parser("blend", help="a grid from 2 to 5 images (and optional text)")
+    p.add_argument("files", nargs="+", metavar="FILE", help="2 to 5 images, in order")
+    p.add_argument(
+        "--prompt", help='text and/or parameters (parameters alone: --prompt="--ar 3:2")'
+    )
+    p.add_argument("--out", default="out", help="folder for the images (default: out)")
+    p.add_argument("--user", help="who the job is for (default: your login name)")
+    p = sub.add_parser("describe", help="four prompts that describe an image")
+    p.add_argument("file", metavar="FILE", help="a PNG, JPEG or WebP image")
+    p.add_argument("--user", help="who asks (default: your login name)")
     p = job_command("vary", "four variations of image N of a job", image_index=True)
     p.add_argument("--strong", action="store_true", help="vary strongly (default: subtly)")
     p.add_argument("--prompt", help="remix: a new prompt for the variations")
@@ -391,6 +435,8 @@ SERVICE_COMMANDS: dict[str, Callable[[Service, argparse.Namespace], Awaitable[in
     "imagine": cmd_imagine,
     "models": cmd_models,
     "upscale": cmd_upscale,
+    "blend": cmd_blend,
+    "describe": cmd_describe,
     "vary": cmd_vary,
     "reroll": cmd_reroll,
     "history": cmd_history,
@@ -444,7 +490,7 @@ async def _dispatch(args: argparse.Namespace) -> int:
         revision = await app.upgrade_database(settings)
         print(f"Database at {app.printable_db_url(settings)} is at revision {revision}.")
         return EXIT_OK
-    needs_engine = args.command in ("imagine", "upscale", "vary", "reroll")
+    needs_engine = args.command in ("imagine", "upscale", "vary", "reroll", "blend")
     async with app.open_app(settings, with_engine=needs_engine) as running:
         return await SERVICE_COMMANDS[args.command](running.service, args)
 

@@ -15,6 +15,8 @@ from discord import app_commands
 from discord.ext import commands
 
 from bot.cogs.admin import AdminCog, PrivacyCog
+from bot.cogs.blend import BlendCog
+from bot.cogs.describe import DescribeCog, ImagineThisButton
 from bot.cogs.imagine import ImagineCog, JobButton
 from bot.cogs.models import ModelsCog
 from bot.cogs.user import UserCog
@@ -82,6 +84,9 @@ class EaselBot(commands.AutoShardedBot):
         await self.add_cog(AdminCog(self))
         await self.add_cog(PrivacyCog(self))
         self.add_dynamic_items(JobButton)
+        await self.add_cog(BlendCog(self))
+        await self.add_cog(DescribeCog(self))
+        self.add_dynamic_items(ImagineThisButton)
 
     async def setup_hook(self) -> None:
         await self.add_easel_commands()

@@ -15,6 +15,7 @@ from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from bot.core.errors import ConfigError, EaselError
 from bot.core.grammar import SAMPLERS, Defaults, Limits, check_default
+from engine.catalogue import DEFAULT_CAPTIONER, DEFAULT_DEPTH_MODEL, DEFAULT_UPSCALE_TILE
 from engine.families import FAMILIES
 
 ENV_PREFIX = "EASEL_"
@@ -64,6 +65,22 @@ class Settings(BaseSettings):
     # sdxl=madebyollin/taesdxl" (a models.toml entry may name its own, preview_decoder = "...").
     preview_decoders: Annotated[dict[str, str], NoDecode] = Field(default_factory=dict)
     safety_checker: str | None = None
+    # Steering (README "Steering"): ControlNets per control type (Hub id, diffusers folder or
+    # .safetensors file; "tiny" for the offline demo), the depth estimator behind depth maps,
+    # the /describe captioner, the IP-Adapter (Hub repository/path of its weights file, or a
+    # file) and its image encoder (default: image_encoder beside the weights), and the Upscale
+    # (Subtle) model (an ESRGAN-family .pth/.safetensors) with its tile size in input pixels.
+    controlnet_canny: str | None = None
+    controlnet_depth: str | None = None
+    controlnet_lineart: str | None = None
+    controlnet_scribble: str | None = None
+    controlnet_pose: str | None = None
+    depth_model: str = DEFAULT_DEPTH_MODEL
+    caption_model: str = DEFAULT_CAPTIONER
+    ip_adapter: str | None = None
+    ip_adapter_encoder: str | None = None
+    upscaler_model: str | None = None
+    upscale_tile: int = Field(default=DEFAULT_UPSCALE_TILE, ge=64, le=4096)
     # A multilingual sentence-embedding model (Hub id or folder): a learned second opinion on
     # prompts, which can only add refusals. Prompts scoring at or above the threshold (cosine
     # similarity to the policy's example sentences) are refused.
@@ -110,6 +127,14 @@ class Settings(BaseSettings):
         "embeddings_dir",
         "ray_address",
         "ray_replicas",
+        "controlnet_canny",
+        "controlnet_depth",
+        "controlnet_lineart",
+        "controlnet_scribble",
+        "controlnet_pose",
+        "ip_adapter",
+        "ip_adapter_encoder",
+        "upscaler_model",
         mode="before",
     )
     @classmethod
@@ -161,6 +186,13 @@ class Settings(BaseSettings):
         if base not in {"auto", "cpu", "cuda", "mps", "xpu"}:
             raise ValueError("must be auto, cpu, cuda, cuda:N, mps or xpu")
         return value
+
+    @property
+    def controlnets(self) -> tuple[tuple[str, str], ...]:
+        """(control type, source) for each EASEL_CONTROLNET_* that is set."""
+        kinds = ("canny", "depth", "lineart", "scribble", "pose")
+        chosen = ((kind, getattr(self, f"controlnet_{kind}")) for kind in kinds)
+        return tuple((kind, source) for kind, source in chosen if source)
 
     @property
     def db_url(self) -> str:

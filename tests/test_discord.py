@@ -49,6 +49,7 @@ async def test_u_then_upscale_then_variations(h):
         assert "Seed: 4" in image_of(single).text["parameters"]  # the stored file, as made
         assert custom_ids(single) == [f"easel:{a}:{job}:1" for a in ("up", "vs", "vS", "rx")] + [
             f"easel:r:{job}",
+            f"easel:us:{job}:1",
             f"easel:dm:{job}:1",
             f"easel:x:{job}",
         ]

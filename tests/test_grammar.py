@@ -167,7 +167,8 @@ def test_every_midjourney_habit_names_an_easel_equivalent():
 
 
 def test_unknown_parameter_lists_the_known_ones():
-    with pytest.raises(PromptSyntaxError, match=r"--ar, --cfg, --count, --fast, --lora, --model"):
+    known = r"--ar, --cfg, --control, --count, --cw, --fast, --iw, --lora, --model"
+    with pytest.raises(PromptSyntaxError, match=known):
         parse_prompt("fox --cfg-free 1")
 
 

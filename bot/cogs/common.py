@@ -9,8 +9,9 @@ from typing import TYPE_CHECKING
 import discord
 from discord import app_commands
 
-from bot.core.errors import EaselError
-from bot.core.service import Actor, Service
+from bot.core.errors import BadImage, EaselError
+from bot.core.imaging import check_upload_meta
+from bot.core.service import Actor, Service, Upload
 
 if TYPE_CHECKING:
     from bot.client import EaselBot
@@ -84,3 +85,14 @@ def model_choices(service: Service, actor: Actor, current: str) -> list[app_comm
         label = f"{entry.name} — {entry.description}" if entry.description else entry.name
         choices.append(app_commands.Choice(name=label[:100], value=entry.name))
     return choices[:25]  # Discord shows at most 25
+
+
+async def read_attachment(attachment: discord.Attachment, *, max_bytes: int, what: str) -> Upload:
+    """An attachment given to a command, as an upload: its declared size and type are checked
+    before anything is downloaded, and its own file name is never used."""
+    check_upload_meta(attachment.content_type, attachment.size, max_bytes=max_bytes, what=what)
+    try:
+        data = await attachment.read()
+    except discord.HTTPException:
+        raise BadImage(f"Could not download {what.lower()} from Discord.") from None
+    return Upload(data, attachment.content_type)

@@ -38,7 +38,12 @@ from bot.core.errors import (
 )
 from engine.catalogue import ADAPTER_NAME, NAME_PATTERN, Catalogue, ModelEntry
 from engine.prompt_text import PromptTextError, check_prompt_text
-from engine.requests import LORA_WEIGHT_MAX
+from engine.requests import (
+    CONTROL_WEIGHT_MAX,
+    IMAGE_WEIGHT_MAX,
+    LORA_WEIGHT_MAX,
+    ControlKind,
+)
 
 SEED_MAX = 2**32 - 1  # Midjourney's range, and what a CPU torch.Generator accepts happily.
 MAX_COUNT = 4  # a 2×2 grid
@@ -59,7 +64,7 @@ SAMPLERS: dict[str, str] = {
 }
 
 _ALIASES = {"guidance": "cfg", "aspect": "ar", "negative": "no", "tiled": "tile", "loras": "lora"}
-_FLAGS = {"tile", "fast"}
+_FLAGS = {"tile", "fast", "sref", "raw-control"}
 _KNOWN = {
     "ar",
     "seed",
@@ -74,6 +79,12 @@ _KNOWN = {
     "model",
     "lora",
     "fast",
+    # Steering with an attached image (ControlNet, image prompts); see the README's "Steering".
+    "control",
+    "cw",
+    "iw",
+    "sref",
+    "raw-control",
 }
 _REPEATABLE = {"no", "lora"}  # "--no cars --no people", "--lora a:0.5 --lora b"
 
@@ -99,7 +110,6 @@ MIDJOURNEY_HABITS: dict[str, str] = {
         "Easel has no --style: save parameters as a preset (/settings preset) and use "
         f"--preset NAME, or {_MODEL_HINT}."
     ),
-    "iw": "Easel has no --iw: with a start image, --strength sets how far the result may move.",
     "weird": "Easel has no --weird: try another --model, or a LoRA with --lora NAME.",
     "repeat": "Easel has no --repeat: {a, b} permutations make several jobs at once.",
     "r": "Easel has no --r (repeat): {a, b} permutations make several jobs at once.",
@@ -176,6 +186,18 @@ class ParsedPrompt:
     # (name, weight) pairs from --lora and <lora:NAME:weight>, in the order given.
     loras: tuple[tuple[str, float], ...] = ()
     fast: bool | None = None  # --fast: the model's few-step variant from the catalogue
+    # With an attached image: --control NAME makes it a control map (--raw-control: it is one
+    # already), --cw its weight; --iw makes it an image prompt of that weight, --sref its style.
+    control: str | None = None
+    control_weight: float | None = None
+    image_weight: float | None = None
+    style_only: bool | None = None
+    raw_control: bool | None = None
+
+    @property
+    def steers(self) -> bool:
+        """Whether an attached image steers the picture rather than being its start image."""
+        return self.control is not None or self.image_weight is not None or bool(self.style_only)
 
 
 @dataclass(frozen=True)
@@ -237,8 +259,10 @@ def parse_prompt(
     *,
     presets: PresetLookup = _no_presets,
     limits: Limits = Limits(),
+    allow_empty: bool = False,
 ) -> ParsedPrompt:
-    """Parse what the user typed after ``/imagine``. Raises :class:`InvalidInput` subclasses."""
+    """Parse what the user typed after ``/imagine``. Raises :class:`InvalidInput` subclasses.
+    ``allow_empty``: parameters alone are enough (/blend's optional text)."""
     if len(text) > limits.max_prompt_length:
         raise ParameterOutOfRange(
             f"The prompt is {len(text)} characters long; the limit is {limits.max_prompt_length}."
@@ -261,9 +285,10 @@ def parse_prompt(
     values.update(explicit)  # explicit parameters win over the preset
     if tagged:
         values["loras"] = _merge_loras(tagged, values.get("loras", ()), limits)  # type: ignore[arg-type]
-    if not prompt:
+    if not prompt and not allow_empty:
         raise EmptyPrompt("The prompt is empty: describe what to draw before any --parameters.")
-    _check_text(prompt, "prompt")
+    if prompt:
+        _check_text(prompt, "prompt")
     if values.get("negative"):
         _check_text(str(values["negative"]), "--no")
     return ParsedPrompt(prompt=prompt, **values)  # type: ignore[arg-type]
@@ -411,7 +436,7 @@ def _parse_params(
                 raise PromptSyntaxError(
                     f"--{raw_name} takes no value; put '{_clip(value)}' before the parameters."
                 )
-            key, parsed = name, True
+            key, parsed = _FIELD.get(name, name), True
         else:
             if not value:
                 raise PromptSyntaxError(f"--{raw_name} needs a value: {_HELP[name]}.")
@@ -504,6 +529,16 @@ def _parse_lora_item(name: str, item: str) -> tuple[str, float]:
     return lora, number
 
 
+def _parse_control(name: str, value: str, limits: Limits) -> str:
+    kind = value.strip().lower()
+    if kind not in set(ControlKind):
+        kinds = ", ".join(k.value for k in ControlKind)
+        raise PromptSyntaxError(
+            f"Unknown control type '{_clip(value)}' for --{name}; choose one of {kinds}."
+        )
+    return kind
+
+
 def _parse_loras(name: str, value: str, limits: Limits) -> tuple[tuple[str, float], ...]:
     items = [i for i in re.split(r"[,\s]+", value) if i]
     return _merge_loras((_parse_lora_item(name, i) for i in items), (), limits)
@@ -530,6 +565,11 @@ _FIELD = {
     "preset": "preset",
     "model": "model",
     "lora": "loras",
+    "control": "control",
+    "cw": "control_weight",
+    "iw": "image_weight",
+    "sref": "style_only",
+    "raw-control": "raw_control",
 }
 _PARSERS: dict[str, Callable[[str, str, Limits], object]] = {
     "ar": _parse_aspect,
@@ -543,6 +583,9 @@ _PARSERS: dict[str, Callable[[str, str, Limits], object]] = {
     "preset": lambda n, v, lim: check_preset_name(v),
     "model": _parse_model,
     "lora": _parse_loras,
+    "control": _parse_control,
+    "cw": lambda n, v, lim: _float(n, v, 0.0, CONTROL_WEIGHT_MAX),
+    "iw": lambda n, v, lim: _float(n, v, 0.0, IMAGE_WEIGHT_MAX),
 }
 _HELP = {
     "ar": "a ratio width:height such as 16:9",
@@ -556,6 +599,9 @@ _HELP = {
     "preset": "the name of a saved preset",
     "model": "a model's name (/models lists them)",
     "lora": "a LoRA's name, or NAME:WEIGHT such as watercolor:0.8",
+    "control": "a control type: " + ", ".join(k.value for k in ControlKind),
+    "cw": f"a control weight from 0 to {CONTROL_WEIGHT_MAX:g}",
+    "iw": f"an image weight from 0 to {IMAGE_WEIGHT_MAX:g}",
 }
 
 
@@ -744,9 +790,25 @@ def format_parsed(parsed: ParsedPrompt) -> str:
     parts.extend(f"--lora {name}:{_num(weight)}" for name, weight in parsed.loras)
     if parsed.fast:
         parts.append("--fast")
+    parts.extend(_steering_parts(parsed))
     if parsed.negative:
         parts.append(f"--no {parsed.negative}")
     return " ".join(parts)
+
+
+def _steering_parts(parsed: ParsedPrompt) -> list[str]:
+    parts = []
+    if parsed.control is not None:
+        parts.append(f"--control {parsed.control}")
+    if parsed.raw_control:
+        parts.append("--raw-control")
+    if parsed.control_weight is not None:
+        parts.append(f"--cw {_num(parsed.control_weight)}")
+    if parsed.image_weight is not None:
+        parts.append(f"--iw {_num(parsed.image_weight)}")
+    if parsed.style_only:
+        parts.append("--sref")
+    return parts
 
 
 def spec_to_parsed(spec: GenerationSpec) -> ParsedPrompt:

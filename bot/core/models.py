@@ -17,6 +17,9 @@ class JobKind(StrEnum):
     REROLL = "reroll"
     REMIX = "remix"
     IMG2IMG = "img2img"
+    BLEND = "blend"  # 2-5 uploaded images as image prompts (/blend)
+    CONTROL = "control"  # text-to-image steered by a control map (/imagine control:)
+    DESCRIBE = "describe"  # /describe: no images; its captions are in params, for its buttons
 
 
 class JobState(StrEnum):
@@ -149,6 +152,13 @@ class Member:
 
     def is_banned(self, now: datetime) -> bool:
         return self.banned and (self.banned_until is None or self.banned_until > now)
+
+
+def steering_files(params: dict[str, Any]) -> list[str]:
+    """The uploaded images that steer a job (job.params): its control map, then its image
+    prompts in order; paths under the data directory."""
+    control = [params["control_image"]] if params.get("control_image") else []
+    return control + list(params.get("image_prompts", ()))
 
 
 @dataclass(frozen=True)

@@ -169,6 +169,13 @@ class EnginePort(Protocol):
     def health(self) -> EngineHealth: ...
 
 
+class HelpersPort(Protocol):
+    """The models that look at pictures (``engine.ops.helpers.Helpers``): on their own thread."""
+
+    async def describe(self, image: PILImage.Image, n: int = 4) -> list[str]: ...
+    async def control_map(self, kind: str, image: PILImage.Image) -> PILImage.Image: ...
+
+
 ImageClassifier = Callable[[PILImage.Image], bool]
 """Image-side check: True when the image must be withheld (runs off the event loop)."""
 

@@ -13,11 +13,13 @@ import asyncio
 import dataclasses
 import logging
 import random
+import shlex
 import time
 from collections import OrderedDict, deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
+from fractions import Fraction
 from typing import Any
 
 from PIL import Image as PILImage
@@ -38,20 +40,24 @@ from bot.core.errors import (
     TooManyJobs,
 )
 from bot.core.grammar import (
+    ASPECT_MAX,
     DEFAULT_PARAMETERS,
     SEED_MAX,
     Defaults,
     GenerationSpec,
     Limits,
+    ParsedPrompt,
     check_default,
     check_preset_name,
     expand_permutations,
     find_model,
+    format_parsed,
     format_spec,
     image_seed,
     parse_preset,
     parse_prompt,
     resolve,
+    spec_to_parsed,
 )
 from bot.core.imaging import decode_upload
 from bot.core.metadata import format_parameters
@@ -67,9 +73,11 @@ from bot.core.models import (
     NsfwRule,
     User,
     UserSettings,
+    steering_files,
 )
 from bot.core.ports import (
     EnginePort,
+    HelpersPort,
     ImageClassifier,
     ImageFilesPort,
     JobHandlePort,
@@ -80,15 +88,20 @@ from bot.core.privacy import Place
 from bot.core.quota import utc_midnight
 from bot.core.text import clean_text, is_blank, model_label
 from engine.requests import (
+    IMAGE_PROMPTS_MAX,
+    UPSCALE_FACTORS,
     EngineStopped,
     GenerationError,
     GenerationRequest,
     GenerationResult,
+    InvalidRequest,
     JobCancelled,
     Operation,
     OwnerAtCapacity,
     Progress,
     QueueAtCapacity,
+    aspect_problem,
+    image_identity,
     img2img_steps,
 )
 
@@ -110,6 +123,14 @@ _LIVE_OR_DONE = (JobState.QUEUED, JobState.RUNNING, JobState.DONE)
 # Refusals are audited, but a flood of them (a banned member pressing on) must not push real
 # entries out of the audit log: at most this many rows per user per minute; the rest are counted.
 REFUSAL_AUDITS_PER_MINUTE = 5
+# Upscale (Subtle) keeps the image (a super-resolution model); Creative repaints details with a
+# low-strength image-to-image pass (Midjourney's "Upscale (Subtle)" / "Upscale (Creative)").
+UPSCALE_MODES = ("subtle", "creative")
+# /blend without text: the images alone decide (--iw 2 is IP-Adapter scale 1.0, "only
+# conditioned on the image prompt" in diffusers' guide); with text, text and images balance.
+BLEND_IMAGE_WEIGHT, BLEND_IMAGE_WEIGHT_WITH_TEXT = 2.0, 1.0
+# /describe's aspect ratio for "Imagine this": the image's, as a ratio of small numbers.
+DESCRIBE_ASPECT_DENOMINATOR = 16
 # In-memory maps keyed by user are bounded (least recently used goes first).
 MAX_TRACKED_USERS = 10_000
 RECENT_JOBS = 2_000
@@ -142,6 +163,14 @@ class Press:
 class Upload:
     data: bytes
     content_type: str | None
+
+
+@dataclass(frozen=True)
+class Described:
+    """/describe's answer: the recorded job (its buttons' state) and the prompts shown."""
+
+    job: Job
+    prompts: list[str]
 
 
 @dataclass
@@ -219,6 +248,7 @@ class Service:
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
         rng: random.Random | None = None,
         is_alive: Callable[[str], bool] = _always_alive,
+        helpers: HelpersPort | None = None,
     ) -> None:
         self.store = store
         self.files = files
@@ -228,6 +258,7 @@ class Service:
         self.text_classifier = text_classifier
         self.now = clock
         self.is_alive = is_alive  # whether the process a job's runner names still runs
+        self.helpers = helpers  # captioner and control-map makers (engine.ops.helpers)
         self._rng = rng or random.Random()
         self._handles: dict[int, JobHandlePort] = {}
         # One outcome per job, for everyone waiting on it (a double click waits with the first).
@@ -392,28 +423,7 @@ class Service:
     async def _check_prompt(
         self, actor: Actor, guild: GuildSettings, spec: GenerationSpec, *, photo: bool
     ) -> None:
-        blocklist = [e.term for e in await self.store.list_block_terms(actor.guild_id)]
-        nsfw_allowed = self.nsfw_allowed(actor, guild)
-        verdict = moderation.check_prompt(
-            spec.prompt,
-            spec.negative,
-            has_image=photo,
-            nsfw_allowed=nsfw_allowed,
-            blocklist=blocklist,
-        )
-        if self.text_classifier is not None and not verdict.hard:
-            scores = await asyncio.to_thread(
-                moderation.classifier_scores, self.text_classifier, spec.prompt
-            )
-            verdict = moderation.second_opinion(
-                verdict,
-                scores,
-                threshold=self.config.text_classifier_threshold,
-                photo=photo,
-                nsfw_allowed=nsfw_allowed,
-            )
-            if verdict.allowed and scores:  # to tune the threshold by: how close it came
-                log.debug("Prompt allowed; classifier's top score %.3f", max(scores.values()))
+        verdict = await self._verdict(actor, guild, spec.prompt, spec.negative, photo=photo)
         if verdict.allowed:
             return
         category = str(verdict.category)
@@ -427,6 +437,34 @@ class Service:
             prompt=spec.prompt,
         )
         raise PolicyRefusal(verdict.message, category=category, hard=verdict.hard)
+
+    async def _verdict(
+        self, actor: Actor, guild: GuildSettings, prompt: str, negative: str, *, photo: bool
+    ) -> moderation.Verdict:
+        """The policy's verdict on a prompt here: the rules, then the learned second opinion."""
+        blocklist = [e.term for e in await self.store.list_block_terms(actor.guild_id)]
+        nsfw_allowed = self.nsfw_allowed(actor, guild)
+        verdict = moderation.check_prompt(
+            prompt,
+            negative,
+            has_image=photo,
+            nsfw_allowed=nsfw_allowed,
+            blocklist=blocklist,
+        )
+        if self.text_classifier is not None and not verdict.hard:
+            scores = await asyncio.to_thread(
+                moderation.classifier_scores, self.text_classifier, prompt
+            )
+            verdict = moderation.second_opinion(
+                verdict,
+                scores,
+                threshold=self.config.text_classifier_threshold,
+                photo=photo,
+                nsfw_allowed=nsfw_allowed,
+            )
+            if verdict.allowed and scores:  # to tune the threshold by: how close it came
+                log.debug("Prompt allowed; classifier's top score %.3f", max(scores.values()))
+        return verdict
 
     def _resolve(
         self, actor: Actor, user: User, guild: GuildSettings, parsed: Any, limits: Limits
@@ -504,6 +542,8 @@ class Service:
         if negative:
             text = f"{text} --no {negative}"
         parsed = self._parse(text, user, limits)
+        if parsed.steers:  # --control / --iw / --sref: the image steers, it is no start image
+            return await self._steered(actor, user, guild, parsed, upload, on_progress)
         if parsed.strength is not None and upload is None:
             raise InvalidInput("--strength applies only to an image prompt: attach a start image.")
         if upload is not None and not guild.allow_uploads:
@@ -550,6 +590,308 @@ class Service:
                 for path in await self.store.unreferenced([init_path]):
                     await asyncio.to_thread(self.files.delete, path)
             raise
+
+    # -- steering with images: control maps, image prompts, /blend, /describe ------------------
+
+    async def _steered(
+        self,
+        actor: Actor,
+        user: User,
+        guild: GuildSettings,
+        parsed: ParsedPrompt,
+        upload: Upload | None,
+        on_progress: ProgressHandler | None,
+    ) -> Submission:
+        """/imagine whose attached image is a control map's source (--control) or an image
+        prompt (--iw, --sref), or both."""
+        if upload is None:
+            raise InvalidInput(
+                "--control, --iw and --sref steer the picture with an image: attach one."
+            )
+        if parsed.strength is not None:
+            raise InvalidInput(
+                "--strength is for a start image; with --control or --iw the image steers the "
+                "picture instead. Leave out one or the other."
+            )
+        if parsed.control is None and (parsed.raw_control or parsed.control_weight is not None):
+            raise InvalidInput(
+                "--cw and --raw-control go with a control map: add --control with its type "
+                "(canny, depth, lineart, scribble, pose)."
+            )
+        self._check_uploads_allowed(guild)
+        what = "The control image" if parsed.control else "The image prompt"
+        (image,) = await self._decode([upload], [what])
+        spec = self._resolve(actor, user, guild, parsed, self.limits(guild))
+        params: dict[str, Any] = {}
+        control_map = None
+        if parsed.control is not None:
+            problem = aspect_problem("control image", image.size, spec.width, spec.height)
+            if problem is not None:
+                raise InvalidInput(problem)
+            control_map = image if parsed.raw_control else await self._control_map(parsed, image)
+            weight = parsed.control_weight if parsed.control_weight is not None else 1.0
+            params.update(
+                control=parsed.control, control_weight=weight, raw_control=bool(parsed.raw_control)
+            )
+        prompts = []
+        if parsed.image_weight is not None or parsed.style_only:
+            prompts = [image]
+            weight = parsed.image_weight if parsed.image_weight is not None else 1.0
+            params.update(image_weight=weight, style_only=bool(parsed.style_only))
+        kind = JobKind.CONTROL if control_map is not None else JobKind.IMAGINE
+        return await self._submit_steered(
+            actor, user, guild, kind, spec, params, control_map, prompts, on_progress
+        )
+
+    async def blend(
+        self,
+        actor: Actor,
+        images: Sequence[Upload],
+        text: str | None = None,
+        *,
+        on_progress: ProgressHandler | None = None,
+    ) -> Submission:
+        """/blend: a grid from 2 to 5 images as image prompts, in the order given, with optional
+        text (words and/or parameters such as --ar, --iw, --sref)."""
+        user = await self.user(actor)
+        guild = await self.guild(actor)
+        await self._gate(actor, user, guild)
+        if not 2 <= len(images) <= IMAGE_PROMPTS_MAX:
+            raise InvalidInput(
+                f"/blend takes 2 to {IMAGE_PROMPTS_MAX} images; {len(images)} "
+                f"{'was' if len(images) == 1 else 'were'} given."
+            )
+        limits = self.limits(guild)
+        parsed = parse_prompt(
+            clean_text(text or ""),
+            presets=user.settings.presets.get,
+            limits=limits,
+            allow_empty=True,
+        )
+        if parsed.control is not None or parsed.strength is not None or parsed.raw_control:
+            raise InvalidInput(
+                "/blend mixes its images as image prompts; --control, --raw-control and "
+                "--strength go with /imagine and one image."
+            )
+        self._check_uploads_allowed(guild)
+        decoded = await self._decode(
+            images, [f"Image {i + 1} of the blend" for i in range(len(images))]
+        )
+        spec = self._resolve(actor, user, guild, parsed, limits)
+        weight = parsed.image_weight
+        if weight is None:
+            weight = BLEND_IMAGE_WEIGHT_WITH_TEXT if parsed.prompt else BLEND_IMAGE_WEIGHT
+        params = {"image_weight": weight, "style_only": bool(parsed.style_only)}
+        return await self._submit_steered(
+            actor, user, guild, JobKind.BLEND, spec, params, None, decoded, on_progress
+        )
+
+    async def describe(self, actor: Actor, image: Upload) -> Described:
+        """/describe: up to four prompts for an uploaded image, each one that the policy allows
+        here (the image is an upload: the photo hard limits hold). Recorded as a job without
+        images, whose prompts and aspect ratio its "Imagine this" buttons use. The image itself
+        is not kept."""
+        if self.helpers is None:
+            raise InvalidInput("Describing images is not available here (no captioning model).")
+        user = await self.user(actor)
+        guild = await self.guild(actor)
+        await self._gate(actor, user, guild)
+        self._check_uploads_allowed(guild)
+        (picture,) = await self._decode([image], ["The image to describe"])
+        captions = await self._helper(self.helpers.describe(picture))
+        prompts = []
+        for caption in captions:
+            verdict = await self._verdict(actor, guild, caption, "", photo=True)
+            if verdict.allowed:
+                prompts.append(caption)
+            else:  # never shown; audited without the caption's text
+                await self.refuse(actor, "description withheld", category=str(verdict.category))
+        if not prompts:
+            raise PolicyRefusal(
+                "None of the descriptions of this image may be shown here.", category="describe"
+            )
+        ratio = _aspect_of(picture.width, picture.height)
+        spec = GenerationSpec(
+            prompt=prompts[0],
+            negative="",
+            width=picture.width,
+            height=picture.height,
+            aspect=ratio,
+            seed=0,
+            steps=0,
+            guidance=0.0,
+            sampler="",
+            count=0,
+        )
+        visibility = privacy.derive(
+            None, private_setting=user.settings.private, place=self.place(actor, guild), photo=True
+        )
+        job, _ = await self.store.create_job(
+            NewJob(
+                user_id=user.id,
+                kind=JobKind.DESCRIBE,
+                spec=spec,
+                model=model_label(self.engine.info.name),
+                guild_id=actor.guild_id,
+                channel_id=actor.channel_id,
+                state=JobState.DONE,
+                from_photo=visibility.from_photo,
+                age_restricted=visibility.age_restricted,
+                private=visibility.private,
+                runner=self.config.runner,
+                params={
+                    "prompts": prompts,
+                    "aspect": f"{ratio[0]}:{ratio[1]}",
+                    "inputs": [image_identity(picture)],
+                },
+            )
+        )
+        return Described(self._remember(job), prompts)
+
+    async def imagine_described(
+        self,
+        actor: Actor,
+        job_id: int,
+        index: int,
+        *,
+        press: Press | None = None,
+        on_progress: ProgressHandler | None = None,
+    ) -> Submission:
+        """ "Imagine this" under /describe: /imagine with prompt ``index`` of the description and
+        the described image's aspect ratio. It derives from the uploaded image: its privacy
+        and the photo hard limits hold."""
+        user = await self.user(actor)
+        guild = await self.guild(actor)
+        await self._gate(actor, user, guild)
+        parent = await self._visible_job(actor, user, guild, job_id, press)
+        prompts = parent.params.get("prompts", [])
+        if parent.kind is not JobKind.DESCRIBE or not 0 <= index < len(prompts):
+            raise NotFound(f"Job #{job_id} has no description {index + 1}.")
+        existing, key = await self._press_key(user, press, repeatable=True)
+        if existing is not None:
+            return existing
+        limits = self.limits(guild)
+        parsed = self._parse(f"{prompts[index]} --ar {parent.params['aspect']}", user, limits)
+        spec = self._resolve(actor, user, guild, parsed, limits)
+        return await self._derived(
+            actor, user, guild, JobKind.IMAGINE, spec, parent, index, None, key, on_progress
+        )
+
+    def _check_uploads_allowed(self, guild: GuildSettings) -> None:
+        if not guild.allow_uploads:
+            raise Refused("This server does not allow uploaded images; ask its admins.")
+
+    async def _decode(
+        self, uploads: Sequence[Upload], names: Sequence[str]
+    ) -> list[PILImage.Image]:
+        """Every upload checked like a start image (type, size, decoding), named in errors."""
+        return [
+            await asyncio.to_thread(
+                decode_upload,
+                upload.data,
+                upload.content_type,
+                max_bytes=self.config.max_upload_bytes,
+                what=name,
+            )
+            for upload, name in zip(uploads, names, strict=True)
+        ]
+
+    async def _helper(self, work: Any) -> Any:
+        """Await a helper model's work; its complaints about the input become InvalidInput."""
+        try:
+            return await work
+        except InvalidRequest as exc:
+            raise InvalidInput(str(exc)) from None
+        except GenerationError as exc:
+            raise GenerationFailed(f"{exc} Nothing was charged.") from None
+        except Exception as exc:  # engine.loading.ModelLoadError: says what to configure
+            log.exception("A helper model failed")
+            raise GenerationFailed(f"{str(exc)[:300]} Nothing was charged.") from None
+
+    async def _control_map(self, parsed: ParsedPrompt, image: PILImage.Image) -> PILImage.Image:
+        if self.helpers is None:
+            raise InvalidInput(
+                "Control maps cannot be made here; upload a ready-made map with --raw-control."
+            )
+        assert parsed.control is not None
+        return await self._helper(self.helpers.control_map(parsed.control, image))
+
+    def control_map_bytes(self, job: Job) -> bytes | None:
+        """The PNG of the control map a job followed (shown with its result), or None."""
+        path = job.params.get("control_image") if job.kind is JobKind.CONTROL else None
+        try:
+            return self.files.read(path) if path else None
+        except OSError:  # deleted with its owner's uploads
+            return None
+
+    async def _submit_steered(
+        self,
+        actor: Actor,
+        user: User,
+        guild: GuildSettings,
+        kind: JobKind,
+        spec: GenerationSpec,
+        params: dict[str, Any],
+        control_map: PILImage.Image | None,
+        prompts: Sequence[PILImage.Image],
+        on_progress: ProgressHandler | None,
+    ) -> Submission:
+        """A job steered by uploaded images: each is an upload (checked, kept under uploads/,
+        its content hash recorded in order); the job derives from a photo."""
+        await self._check_prompt(actor, guild, spec, photo=True)
+        visibility = privacy.derive(
+            None, private_setting=user.settings.private, place=self.place(actor, guild), photo=True
+        )
+
+        def save(image: PILImage.Image) -> tuple[str, str]:
+            path, digest, _ = self.files.save_png(image, None, folder="uploads")
+            return path, digest
+
+        params = dict(params)
+        if control_map is not None:
+            path, digest = await asyncio.to_thread(save, control_map)
+            params.update(control_image=path, control_input=digest)
+        if prompts:
+            pairs = [await asyncio.to_thread(save, image) for image in prompts]
+            params.update(image_prompts=[path for path, _ in pairs], inputs=[d for _, d in pairs])
+        # Kept even if admission refuses the job: the files are content-addressed, and the
+        # same bytes may steer another job (they are deleted with their owner's /forget-me).
+        return await self._submit(
+            actor, user, guild, kind, spec, visibility, params=params, on_progress=on_progress
+        )
+
+    async def _steering(self, job: Job) -> dict[str, Any]:
+        """The request fields of a job's steering images (read from the files), or {}."""
+        params = job.params
+        files = steering_files(params)
+        if not files:
+            return {}
+
+        def load() -> list[PILImage.Image]:
+            return [self.files.open(path) for path in files]
+
+        try:
+            images = await asyncio.to_thread(load)
+        except OSError:
+            raise InvalidInput(
+                f"The images that steer job #{job.id} are gone (deleted by their owner or an "
+                "admin); nothing was charged."
+            ) from None
+        fields: dict[str, Any] = {}
+        if params.get("control_image"):
+            control, *images = images
+            fields.update(
+                control_images=(control,),
+                control=params["control"],
+                control_weight=params["control_weight"],
+            )
+        if images:
+            fields.update(
+                image_prompts=tuple(images),
+                image_weight=params["image_weight"],
+                style_only=params.get("style_only", False),
+            )
+        return fields
 
     async def vary(
         self,
@@ -607,20 +949,29 @@ class Service:
         job_id: int,
         index: int,
         *,
+        mode: str = "creative",
+        factor: int = 2,
         press: Press | None = None,
         on_progress: ProgressHandler | None = None,
     ) -> Submission:
-        """Image ``index`` of job ``job_id`` at twice the size (resize, then a low-strength
-        image-to-image pass with the same prompt and seed: the "hires fix")."""
+        """Image ``index`` of job ``job_id`` at ``factor`` (2 or 4) times the size. Creative:
+        resize, then a low-strength image-to-image pass with the same prompt and seed (the
+        "hires fix"). Subtle: the upscaler model alone, which keeps the image as it is."""
         user = await self.user(actor)
         guild = await self.guild(actor)
         await self._gate(actor, user, guild)
+        if mode not in UPSCALE_MODES:
+            raise InvalidInput(f"Upscale mode '{mode}' is not one of {', '.join(UPSCALE_MODES)}.")
+        if factor not in UPSCALE_FACTORS:
+            raise InvalidInput(
+                f"Upscales are ×{' or ×'.join(map(str, UPSCALE_FACTORS))}, not ×{factor}."
+            )
         parent, image = await self._source(actor, user, guild, job_id, index, press)
         # The result is deterministic: one job per press of this button, ever (unless it failed).
         existing, key = await self._press_key(user, press, repeatable=False)
         if existing is not None:
             return existing
-        width, height = image.width * 2, image.height * 2
+        width, height = image.width * factor, image.height * factor
         if width * height > self.config.max_upscale_pixels:
             raise InvalidInput(
                 f"Upscaling this {image.width}×{image.height} image would make {width}×{height}, "
@@ -635,9 +986,26 @@ class Service:
             width=width,
             height=height,
         )
-        _check_denoising(spec)
+        params: dict[str, Any] = {}
+        if mode == "subtle":  # no diffusion: no strength, no steps to run
+            spec = replace(spec, strength=None, steps=parent.spec.steps)
+            params = {"mode": mode, "factor": factor}
+        else:
+            _check_denoising(spec)
+            if factor != 2:
+                params = {"mode": mode, "factor": factor}
         return await self._derived(
-            actor, user, guild, JobKind.UPSCALE, spec, parent, index, image.path, key, on_progress
+            actor,
+            user,
+            guild,
+            JobKind.UPSCALE,
+            spec,
+            parent,
+            index,
+            image.path,
+            key,
+            on_progress,
+            params=params,
         )
 
     async def reroll(
@@ -658,6 +1026,8 @@ class Service:
             return existing
         if parent.kind is JobKind.UPSCALE:
             raise InvalidInput("An upscale has nothing to reroll; upscale another image instead.")
+        if parent.kind is JobKind.DESCRIBE:
+            raise InvalidInput("A description has nothing to reroll; imagine one of its prompts.")
         spec = replace(parent.spec, seed=self._rng.randint(0, SEED_MAX))
         return await self._derived(
             actor,
@@ -670,6 +1040,7 @@ class Service:
             parent.init_image_path,
             key,
             on_progress,
+            params=_steering_params(parent.params),
         )
 
     async def _derived(
@@ -684,6 +1055,8 @@ class Service:
         init_path: str | None,
         request_key: str | None,
         on_progress: ProgressHandler | None,
+        *,
+        params: dict[str, Any] | None = None,
     ) -> Submission:
         """A job made from another job's images: it inherits the parent's visibility and photo
         provenance, and the photo hard limits hold for it whoever presses."""
@@ -702,6 +1075,7 @@ class Service:
             init_path=init_path,
             request_key=request_key,
             on_progress=on_progress,
+            params=params,
         )
 
     async def take(
@@ -871,6 +1245,7 @@ class Service:
         init_path: str | None = None,
         request_key: str | None = None,
         on_progress: ProgressHandler | None = None,
+        params: dict[str, Any] | None = None,
     ) -> Submission:
         admit = await self._admission(actor, user, guild, spec.count)
         async with self._admission_lock:
@@ -891,6 +1266,7 @@ class Service:
                         age_restricted=visibility.age_restricted,
                         private=visibility.private,
                         runner=self.config.runner,
+                        params=params or {},
                     ),
                     admit=admit,
                     since=quota.counting_since(user, self.now()),
@@ -957,6 +1333,11 @@ class Service:
             operation = Operation.IMG2IMG
         else:
             operation = Operation.TXT2IMG
+        steering = await self._steering(job)
+        if steering.get("control_images"):
+            operation = Operation.CONTROL
+        elif job.kind is JobKind.UPSCALE and job.params.get("mode") == "subtle":
+            operation = Operation.UPSCALE_SUBTLE
         return GenerationRequest(
             operation=operation,
             prompt=spec.prompt,
@@ -967,7 +1348,7 @@ class Service:
             guidance=spec.guidance,
             sampler=spec.sampler,
             seeds=tuple(image_seed(spec.seed, i) for i in range(spec.count)),
-            strength=spec.strength if operation is not Operation.TXT2IMG else None,
+            strength=spec.strength if operation.starts_from_image else None,
             init_images=init,
             tile=spec.tile,
             owner=owner,
@@ -976,6 +1357,7 @@ class Service:
             previews=self.classifier is None,
             model=spec.model or job.model,
             loras=spec.loras,
+            **steering,
         )
 
     async def finish(self, submission: Submission) -> Outcome:
@@ -1241,6 +1623,9 @@ class Service:
     @staticmethod
     def remake_command(job: Job) -> str:
         """What remakes this job: the prompt text for a prompt-only job."""
+        steered = _steered_command(job)
+        if steered is not None:
+            return steered
         if job.kind in (JobKind.IMAGINE, JobKind.REROLL) and not job.init_image_path:
             return format_spec(job.spec)
         if job.kind is JobKind.IMG2IMG:
@@ -1371,3 +1756,59 @@ def _check_denoising(spec: GenerationSpec) -> None:
             f"--strength {spec.strength:g} with {spec.steps} steps leaves no step to run; "
             "raise --steps or --strength."
         )
+
+
+# Keys of job.params that a reroll keeps: the images that steer the picture, and how.
+_STEERING_KEYS = (
+    "control",
+    "control_weight",
+    "raw_control",
+    "control_image",
+    "control_input",
+    "image_weight",
+    "style_only",
+    "image_prompts",
+    "inputs",
+)
+
+
+def _steering_params(params: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in params.items() if k in _STEERING_KEYS}
+
+
+def _aspect_of(width: int, height: int) -> tuple[int, int]:
+    """An image's aspect as a ratio of small numbers (1024×683 → 3:2), within 1:4 to 4:1."""
+    ratio = Fraction(width, height).limit_denominator(DESCRIBE_ASPECT_DENOMINATOR)
+    ratio = min(max(ratio, Fraction(1) / Fraction(ASPECT_MAX)), Fraction(ASPECT_MAX))
+    return ratio.numerator, ratio.denominator
+
+
+def _steered_command(job: Job) -> str | None:
+    """The easel command that remakes a job steered by images (their files are under the data
+    directory), or None for other jobs."""
+    params = job.params
+    if job.kind is JobKind.DESCRIBE:
+        return "easel describe FILE  (the described image is not kept)"
+    if job.kind is JobKind.UPSCALE and params.get("mode"):
+        index = (job.parent_index or 0) + 1
+        return (
+            f"easel upscale {job.parent_job_id} {index} --mode {params['mode']} "
+            f"--factor {params['factor']}"
+        )
+    files = steering_files(params)
+    if not files:
+        return None
+    parsed = replace(
+        spec_to_parsed(job.spec),
+        control=params.get("control"),
+        control_weight=params.get("control_weight"),
+        raw_control=True if params.get("control_image") else None,
+        image_weight=params.get("image_weight"),
+        style_only=params.get("style_only") or None,
+    )
+    text = shlex.quote(format_parsed(parsed).strip())
+    if job.kind is JobKind.BLEND or len(params.get("image_prompts", ())) > 1:  # or its reroll
+        return f"easel blend {' '.join(files)} --prompt={text}"
+    # With both --control and --iw, the image prompt was the upload the map was made from; the
+    # command gives the map for both.
+    return f"easel imagine {text} --image {files[0]}"

@@ -28,6 +28,7 @@ from bot.core.models import (
     NewJob,
     User,
     UserSettings,
+    steering_files,
 )
 from bot.store.tables import (
     AuditEventRow,
@@ -259,6 +260,10 @@ class Store:
                 for p in await s.scalars(select(JobRow.init_image_path).where(JobRow.id.in_(mine)))
                 if p
             }
+            # Uploaded control maps and image prompts (content-addressed: the same bytes another
+            # member uploaded go too; their job then says its images are gone).
+            for params in await s.scalars(select(JobRow.params).where(JobRow.id.in_(mine))):
+                paths |= set(steering_files(params or {}))
             if paths:
                 await s.execute(
                     update(JobRow)

@@ -30,6 +30,7 @@ class Action(StrEnum):
     REMIX = "rx"  # Remix: edit the prompt, then vary
     DM = "dm"  # ✉️: a copy to my direct messages
     DELETE = "x"  # ❌: the owner deletes the result
+    UPSCALE_SUBTLE = "us"  # Upscale (Subtle) ×2: the upscaler model; UPSCALE is Creative
 
 
 TEMPLATE = re.compile(
@@ -109,11 +110,15 @@ def single_view(job: Job, index: int) -> discord.ui.View:
     view = discord.ui.View(timeout=None)
     blue = discord.ButtonStyle.primary
     add = view.add_item
-    add(JobButton(Action.UPSCALE, job.id, index, label="Upscale ×2", emoji="⬆️", style=blue))
+    add(JobButton(Action.UPSCALE, job.id, index, label="Upscale (Creative)", emoji="⬆️", style=blue))
     add(JobButton(Action.VARY_SUBTLE, job.id, index, label="Vary (Subtle)", emoji="🪄"))
     add(JobButton(Action.VARY_STRONG, job.id, index, label="Vary (Strong)", emoji="🌀"))
     add(JobButton(Action.REMIX, job.id, index, label="Remix", emoji="🖌️"))
     add(JobButton(Action.REROLL, job.id, emoji="🔄"))
+    # Beside ✉️ and ❌: the first row is full, and this adds no row.
+    add(
+        JobButton(Action.UPSCALE_SUBTLE, job.id, index, label="Upscale (Subtle)", emoji="🔍", row=1)
+    )
     _add_mail_and_delete(view, job, index, row=1)
     return view
 

@@ -11,7 +11,7 @@ import asyncio
 import functools
 import logging
 from collections.abc import Awaitable, Callable
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 import discord
 from discord import app_commands
@@ -42,6 +42,9 @@ MAKES_A_JOB: dict[Action, MakeJob] = {
     ),
     Action.REROLL: lambda s, a, j, i, p, r: s.reroll(a, j, press=p, on_progress=r),
     Action.UPSCALE: lambda s, a, j, i, p, r: s.upscale(a, j, i, press=p, on_progress=r),
+    Action.UPSCALE_SUBTLE: lambda s, a, j, i, p, r: s.upscale(
+        a, j, i, mode="subtle", press=p, on_progress=r
+    ),
 }
 
 
@@ -74,6 +77,7 @@ class ImagineCog(commands.Cog, name="Imagine"):
     @app_commands.describe(
         prompt="What to draw, with parameters such as --ar 16:9 --seed 42 --no text",
         image="A start image (PNG, JPEG or WebP) to draw from",
+        control="Follow the image's edges, depth or lines instead (like --control)",
         negative="Things to keep out of the image (like --no)",
         model="Which model draws it (like --model; /models lists them)",
     )
@@ -82,6 +86,7 @@ class ImagineCog(commands.Cog, name="Imagine"):
         interaction: discord.Interaction,
         prompt: app_commands.Range[str, 1, 4000],
         image: discord.Attachment | None = None,
+        control: Literal["canny", "depth", "lineart", "scribble"] | None = None,
         negative: app_commands.Range[str, 1, 1000] | None = None,
         model: app_commands.Range[str, 1, 100] | None = None,
     ) -> None:
@@ -91,6 +96,8 @@ class ImagineCog(commands.Cog, name="Imagine"):
         await interaction.response.defer(ephemeral=private, thinking=True)
         if model:
             prompt = f"{prompt} --model {model}"
+        if control:
+            prompt = f"{prompt} --control {control}"
         service = self.service
         first = self.reply_for(interaction, private=private)
         try:

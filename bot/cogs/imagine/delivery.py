@@ -345,7 +345,10 @@ class Delivery:
     async def show(self, reply: Reply, outcome: Outcome, user_id: int | None) -> None:
         """Post a finished job (a U copy, /show, a DM) and remember where it was posted."""
         content, attachment, view = await self.render(outcome, reply.upload_limit, user_id)
-        await reply.update(content, attachments=[attachment], view=view)
+        # A ControlNet result shows the control map it followed beside it.
+        control = await asyncio.to_thread(self.service.control_map_bytes, outcome.job)
+        extra = [Attachment(control, f"easel_{outcome.job.id}_control.png")] if control else []
+        await reply.update(content, attachments=[attachment, *extra], view=view)
         await self._record(outcome.job.id, reply)
 
     # -- running a job -------------------------------------------------------------------------

@@ -147,6 +147,14 @@ def catalogue(settings: Settings) -> Any:
         raise ConfigError(f"Setting {name}: {exc}") from None
 
 
+def extra_models(settings: Settings) -> Any:
+    """The models beside the catalogue's that the settings name (engine.catalogue.ExtraModels):
+    the inpainting checkpoint and the segmenter, each loaded on first use."""
+    from engine.catalogue import ExtraModels
+
+    return ExtraModels(inpaint=settings.inpaint_model, segmenter=settings.segment_model)
+
+
 @asynccontextmanager
 async def open_app(
     settings: Settings, *, with_engine: bool = True, runner: str = "cli"
@@ -155,6 +163,7 @@ async def open_app(
     that only read or change records. ``runner`` is "bot" or "cli": what this process is, for
     the jobs it runs."""
     from engine.loading import ModelLoadError
+    from engine.ops.helpers import Helpers
     from engine.pool import ModelPool
     from engine.safety import load_safety_checker
     from engine.text_safety import load_text_classifier
@@ -162,6 +171,7 @@ async def open_app(
 
     db = make_db_engine(settings.db_url)
     engine = None
+    helpers = None
     try:
         await upgrade(db)
         store = Store(make_sessionmaker(db))
@@ -182,6 +192,7 @@ async def open_app(
             cpu_threads=settings.cpu_threads,
             lora_dir=settings.lora_dir,
             embeddings_dir=settings.embeddings_dir,
+            extras=extra_models(settings),
         )
         try:
             await asyncio.to_thread(pool.preload)  # the default model, before the first job
@@ -226,9 +237,13 @@ async def open_app(
             text_classifier=text_classifier,
             is_alive=is_alive,
         )
+        helpers = Helpers(pool.extras, data_dir=settings.data_dir, device=settings.device)
+        service.segmenter = helpers.segment  # Vary (Region) by words
         await service.recover()  # jobs of easel commands that were killed hold no slots
         yield App(settings, store, files, engine, service)
     finally:
         if engine is not None:
             await asyncio.to_thread(engine.stop)
+        if helpers is not None:
+            await asyncio.to_thread(helpers.close)
         await db.dispose()

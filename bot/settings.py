@@ -44,6 +44,11 @@ class Settings(BaseSettings):
     model_memory: int = 0
     lora_dir: Path | None = None
     embeddings_dir: Path | None = None
+    # Editing (Vary Region, Zoom Out, Pan, Make Square): a dedicated inpainting checkpoint, in
+    # any form EASEL_MODEL takes (unset: inpainting shares the model's own weights), and the
+    # CLIPSeg model that finds a region from words (loaded on first use).
+    inpaint_model: str | None = None
+    segment_model: str = "CIDAS/clipseg-rd64-refined"
     device: str = "auto"
     dtype: Literal["auto", "float16", "bfloat16", "float32"] = "auto"
     compile: bool = False
@@ -93,6 +98,7 @@ class Settings(BaseSettings):
         "models_file",
         "lora_dir",
         "embeddings_dir",
+        "inpaint_model",
         mode="before",
     )
     @classmethod

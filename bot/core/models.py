@@ -17,6 +17,11 @@ class JobKind(StrEnum):
     REROLL = "reroll"
     REMIX = "remix"
     IMG2IMG = "img2img"
+    # Edits of one image (inpainting): a region repainted, the canvas grown around it.
+    REGION = "region"
+    ZOOM = "zoom"
+    PAN = "pan"
+    SQUARE = "square"
 
 
 class JobState(StrEnum):

@@ -99,12 +99,12 @@ def _write_outcome(service: Service, outcome: Outcome, out: Path) -> None:
     print(f"Remake: {service.remake_command(job)}")
 
 
-def _read_upload(path: str) -> Upload:
+def _read_upload(path: str, what: str = "start image") -> Upload:
     file = Path(path)
     try:
         data = file.read_bytes()
     except OSError as exc:
-        raise InvalidInput(f"Cannot read the start image {path}: {exc.strerror}.") from None
+        raise InvalidInput(f"Cannot read the {what} {path}: {exc.strerror}.") from None
     content_type, _ = mimetypes.guess_type(file.name)
     return Upload(data=data, content_type=content_type)
 
@@ -170,6 +170,82 @@ async def cmd_vary(service: Service, args: argparse.Namespace) -> int:
         ),
         args,
     )
+
+
+async def cmd_region(service: Service, args: argparse.Namespace) -> int:
+    actor = _actor(args)
+    mask = _read_upload(args.mask, "mask") if args.mask else None
+    cells = _cells(args.cells) if args.cells is not None else None
+    return await _run_job(
+        service,
+        lambda on_progress: service.region(
+            actor,
+            args.job,
+            _index(args.n),
+            prompt=args.prompt,
+            area=args.area,
+            cells=cells,
+            mask=mask,
+            seed=args.seed,
+            on_progress=on_progress,
+        ),
+        args,
+    )
+
+
+async def cmd_zoom(service: Service, args: argparse.Namespace) -> int:
+    actor = _actor(args)
+    return await _run_job(
+        service,
+        lambda on_progress: service.zoom(
+            actor,
+            args.job,
+            _index(args.n),
+            factor=args.factor,
+            prompt=args.prompt,
+            seed=args.seed,
+            on_progress=on_progress,
+        ),
+        args,
+    )
+
+
+async def cmd_pan(service: Service, args: argparse.Namespace) -> int:
+    actor = _actor(args)
+    return await _run_job(
+        service,
+        lambda on_progress: service.pan(
+            actor,
+            args.job,
+            _index(args.n),
+            direction=args.direction,
+            prompt=args.prompt,
+            seed=args.seed,
+            on_progress=on_progress,
+        ),
+        args,
+    )
+
+
+async def cmd_square(service: Service, args: argparse.Namespace) -> int:
+    actor = _actor(args)
+    return await _run_job(
+        service,
+        lambda on_progress: service.square(
+            actor, args.job, _index(args.n), seed=args.seed, on_progress=on_progress
+        ),
+        args,
+    )
+
+
+def _cells(text: str) -> list[int]:
+    """``--cells 1,2,5`` → [1, 2, 5] (the service says which numbers are out of range)."""
+    try:
+        return [int(part) for part in text.split(",") if part.strip()]
+    except ValueError:
+        raise InvalidInput(
+            f"--cells takes cell numbers 1 to 9 separated by commas, e.g. 1,2,5; not {text!r}."
+        ) from None
 
 
 async def cmd_reroll(service: Service, args: argparse.Namespace) -> int:
@@ -328,6 +404,25 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--strong", action="store_true", help="vary strongly (default: subtly)")
     p.add_argument("--prompt", help="remix: a new prompt for the variations")
     job_command("reroll", "the same prompt with a new seed")
+    p = job_command("region", "Vary (Region): repaint one part of image N", image_index=True)
+    p.add_argument("--prompt", required=True, help="what the part should show")
+    where = p.add_mutually_exclusive_group(required=True)
+    where.add_argument("--area", help='the part, in words: "the sky", "the dog\'s hat"')
+    where.add_argument("--cells", help="cells of a 3×3 grid, 1-9 left to right, e.g. 1,2,5")
+    where.add_argument("--mask", help="a black-and-white image of the same shape (white: change)")
+    p = job_command("zoom", "Zoom Out: image N on a larger canvas", image_index=True)
+    p.add_argument("--factor", type=float, default=2.0, help="1.1 to 2.0 (default: 2)")
+    p.add_argument("--prompt", help="a new prompt (default: the image's own)")
+    p = job_command("pan", "Pan: grow image N by half towards one side", image_index=True)
+    p.add_argument("--direction", required=True, help="left, right, up or down")
+    p.add_argument("--prompt", help="a new prompt (default: the image's own)")
+    p = job_command(
+        "square", "Make Square: a non-square image N on a square canvas", image_index=True
+    )
+    for name in ("region", "zoom", "pan", "square"):
+        sub.choices[name].add_argument(
+            "--seed", type=int, help="the seed of the first edit (default: a random one)"
+        )
     p = sub.add_parser("models", help="the models, LoRAs and embeddings installed")
     p.add_argument("--user", help=argparse.SUPPRESS)
     p = sub.add_parser("history", help="recent jobs")
@@ -386,6 +481,10 @@ SERVICE_COMMANDS: dict[str, Callable[[Service, argparse.Namespace], Awaitable[in
     "upscale": cmd_upscale,
     "vary": cmd_vary,
     "reroll": cmd_reroll,
+    "region": cmd_region,
+    "zoom": cmd_zoom,
+    "pan": cmd_pan,
+    "square": cmd_square,
     "history": cmd_history,
     "show": cmd_show,
     "cancel": cmd_cancel,
@@ -427,6 +526,7 @@ async def _dispatch(args: argparse.Namespace) -> int:
         print(f"Database at {app.printable_db_url(settings)} is at revision {revision}.")
         return EXIT_OK
     needs_engine = args.command in ("imagine", "upscale", "vary", "reroll")
+    needs_engine = needs_engine or args.command in ("region", "zoom", "pan", "square")
     async with app.open_app(settings, with_engine=needs_engine) as running:
         return await SERVICE_COMMANDS[args.command](running.service, args)
 

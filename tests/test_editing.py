@@ -6,11 +6,14 @@ from __future__ import annotations
 
 import functools
 import io
+import os
+import shlex
 
 import numpy as np
 import pytest
 from PIL import Image
 
+from bot.cli import main
 from bot.core.errors import BadImage, InvalidInput, PolicyRefusal
 from bot.core.grammar import Defaults, Limits
 from bot.core.models import JobKind, JobState
@@ -21,6 +24,7 @@ from engine.ops.inpaint import feather_weights
 from engine.ops.masks import cells_mask, feather_radius
 from engine.ops.outpaint import make_square, pan, zoom_out
 from engine.worker import Engine
+from tests import test_cli
 
 ANN = Actor(key="discord:1", name="ann", guild_id=100, channel_id=200)
 NATIVE = 64  # the tiny model's native side
@@ -313,3 +317,67 @@ async def test_an_edit_of_a_private_result_is_private_and_of_a_photo_stays_a_pho
     parent = await made(service, "a portrait --seed 2", upload=photo)
     panned = await edited(service.pan(ANN, parent.job.id, 0, direction="right"), service)
     assert panned.job.from_photo and not panned.job.private
+
+
+# -- the easel command -------------------------------------------------------------------------
+
+environment = test_cli.environment  # a data directory with the session's tiny model
+
+
+@pytest.fixture
+def easel(environment, tmp_path, monkeypatch, capsys):
+    """`easel …` in this process (tests/test_cli.py runs it as a real process; here that would
+    load torch once per command): its exit status, standard output and standard error."""
+    for name in [k for k in os.environ if k.startswith("EASEL_")]:
+        monkeypatch.delenv(name)
+    for name, value in environment().items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.chdir(tmp_path)
+
+    def easel(*args: str) -> tuple[int, str, str]:
+        status = main(list(args))
+        captured = capsys.readouterr()
+        return status, captured.out, captured.err
+
+    return easel
+
+
+def test_every_edit_from_the_command_line(easel, tmp_path):
+    status, made, err = easel("imagine", "a castle --ar 3:2 --seed 3")
+    assert status == 0, err
+    job = test_cli.job_id(made)
+    out = tmp_path / "out"
+    with Image.open(out / f"job{job}_1.png") as image:
+        original = image.size
+    status, region, err = easel(
+        "region", job, "1", "--prompt", "a red door", "--cells", "1,2", "--seed", "5"
+    )
+    assert status == 0, err
+    assert "(region)" in region and "seeds 5, 6, 7, 8" in region
+    remake = region.split("Remake: ", 1)[1].strip()
+    assert remake == f"easel region {job} 1 --prompt 'a red door' --cells 1,2 --seed 5"
+    status, again, err = easel(*shlex.split(remake)[1:])
+    first, second = test_cli.job_id(region), test_cli.job_id(again)
+    for i in range(1, 5):
+        assert (out / f"job{first}_{i}.png").read_bytes() == (
+            out / f"job{second}_{i}.png"
+        ).read_bytes()
+    sizes = {}
+    for name, *options in (
+        ("zoom", "--factor", "1.5"),
+        ("pan", "--direction", "up", "--prompt", "a castle in fog"),
+        ("square",),
+    ):
+        status, result, err = easel(name, job, "2", *options)
+        assert status == 0, err
+        assert f"({name})" in result
+        with Image.open(out / f"job{test_cli.job_id(result)}_1.png") as image:
+            sizes[name] = image.size
+    assert sizes["square"][0] == sizes["square"][1]
+    assert sizes["pan"][1] > sizes["pan"][0] * original[1] / original[0]  # taller than before
+    status, _, err = easel("zoom", job, "1", "--factor", "3")
+    assert status == 2
+    assert err.strip().splitlines()[-1] == "easel: Zoom Out takes a factor from 1.1 to 2.0, not 3."
+    with pytest.raises(SystemExit) as usage:  # argparse: no part given
+        easel("region", job, "1", "--prompt", "a door")
+    assert usage.value.code == 2

@@ -10,7 +10,7 @@ BIN := $(VENV)/bin
 PROMPT ?= a lighthouse at dusk --ar 16:9 --seed 7
 
 # The oldest discord.py Easel supports (pyproject's floor): the end-to-end tests run against it too.
-DISCORD_FLOOR ?= discord.py==2.6.4
+DISCORD_FLOOR ?= discord.py==2.7.0
 
 .PHONY: setup demo test test-floor lint bench clean
 

@@ -15,6 +15,8 @@ from discord import app_commands
 from discord.ext import commands
 
 from bot.cogs.admin import AdminCog, PrivacyCog
+from bot.cogs.edit.buttons import EditButton
+from bot.cogs.edit.cog import EditCog
 from bot.cogs.imagine import ImagineCog, JobButton
 from bot.cogs.models import ModelsCog
 from bot.cogs.user import UserCog
@@ -82,6 +84,8 @@ class EaselBot(commands.AutoShardedBot):
         await self.add_cog(AdminCog(self))
         await self.add_cog(PrivacyCog(self))
         self.add_dynamic_items(JobButton)
+        await self.add_cog(EditCog(self))
+        self.add_dynamic_items(EditButton)
 
     async def setup_hook(self) -> None:
         await self.add_easel_commands()

@@ -31,24 +31,33 @@ def _mib(n: int) -> str:
     return f"{n / (1024 * 1024):.1f} MiB"
 
 
-def check_upload_meta(content_type: str | None, size: int, *, max_bytes: int) -> None:
-    """What we can check before downloading anything: the declared type and size."""
+def check_upload_meta(
+    content_type: str | None, size: int, *, max_bytes: int, what: str = "start image"
+) -> None:
+    """What we can check before downloading anything: the declared type and size. ``what``
+    the upload is, in the messages ("start image", "mask")."""
     kind = (content_type or "").split(";")[0].strip().lower()
     if kind not in UPLOAD_TYPES:
         raise BadImage(
-            f"The start image must be PNG, JPEG or WebP; this file is {kind or 'of unknown type'}."
+            f"The {what} must be PNG, JPEG or WebP; this file is {kind or 'of unknown type'}."
         )
     if size <= 0:
-        raise BadImage("The start image is empty (0 bytes).")
+        raise BadImage(f"The {what} is empty (0 bytes).")
     if size > max_bytes:
-        raise BadImage(f"The start image is {_mib(size)}; the limit is {_mib(max_bytes)}.")
+        raise BadImage(f"The {what} is {_mib(size)}; the limit is {_mib(max_bytes)}.")
 
 
 def decode_upload(
-    data: bytes, content_type: str | None, *, max_bytes: int, max_side: int = MAX_UPLOAD_SIDE
+    data: bytes,
+    content_type: str | None,
+    *,
+    max_bytes: int,
+    max_side: int = MAX_UPLOAD_SIDE,
+    what: str = "start image",
 ) -> Image.Image:
-    """Check and decode an uploaded start image; return it as RGB. Raises BadImage."""
-    check_upload_meta(content_type, len(data), max_bytes=max_bytes)
+    """Check and decode an uploaded start image (or ``what`` it is); return it as RGB. Raises
+    BadImage."""
+    check_upload_meta(content_type, len(data), max_bytes=max_bytes, what=what)
     expected = UPLOAD_TYPES[(content_type or "").split(";")[0].strip().lower()]
     try:
         with warnings.catch_warnings():
@@ -62,17 +71,17 @@ def decode_upload(
             width, height = image.size  # from the header: nothing decoded yet
             if width > max_side or height > max_side:
                 raise BadImage(
-                    f"The start image is {width}×{height}; the limit is {max_side}×{max_side}."
+                    f"The {what} is {width}×{height}; the limit is {max_side}×{max_side}."
                 )
             image.load()
     except BadImage:
         raise
     except (Image.DecompressionBombError, Image.DecompressionBombWarning):
-        raise BadImage("The start image is too large to decode safely.") from None
+        raise BadImage(f"The {what} is too large to decode safely.") from None
     except UnidentifiedImageError:
-        raise BadImage("The start image is not a picture Easel can read.") from None
+        raise BadImage(f"The {what} is not a picture Easel can read.") from None
     except (OSError, SyntaxError, ValueError, EOFError) as exc:
-        raise BadImage(f"The start image is damaged or truncated ({exc}).") from None
+        raise BadImage(f"The {what} is damaged or truncated ({exc}).") from None
     return image.convert("RGB")
 
 

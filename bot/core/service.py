@@ -25,7 +25,6 @@ from PIL import Image as PILImage
 
 from bot.core import moderation, privacy, quota
 from bot.core.errors import (
-    BadImage,
     Banned,
     Cancelled,
     CoolingDown,
@@ -755,7 +754,13 @@ class Service:
             if cells:
                 return picture, _engine_input(cells_mask, width, height, cells), {"cells": cells}
             if mask is not None:
-                uploaded = await asyncio.to_thread(_decode_mask, mask, self.config.max_upload_bytes)
+                uploaded = await asyncio.to_thread(
+                    decode_upload,
+                    mask.data,
+                    mask.content_type,
+                    max_bytes=self.config.max_upload_bytes,
+                    what="mask",
+                )
                 return picture, _engine_input(check_mask, uploaded, width, height), {}
             assert area is not None
             # The words say what becomes of the picture as much as the prompt does ("her dress"
@@ -1661,11 +1666,3 @@ def _engine_input(make: Callable[..., T], *args: Any, **kwargs: Any) -> T:
         return make(*args, **kwargs)
     except EngineInvalidRequest as exc:
         raise InvalidInput(str(exc)) from None
-
-
-def _decode_mask(upload: Upload, max_bytes: int) -> PILImage.Image:
-    """An uploaded mask, checked as any upload is (type, size, decoding)."""
-    try:
-        return decode_upload(upload.data, upload.content_type, max_bytes=max_bytes)
-    except BadImage as exc:
-        raise BadImage(str(exc).replace("start image", "mask")) from None

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 import discord
 
+from bot.cogs.edit.buttons import add_edit_rows
 from bot.core.models import Image, Job
 
 if TYPE_CHECKING:
@@ -115,6 +116,7 @@ def single_view(job: Job, index: int) -> discord.ui.View:
     add(JobButton(Action.REMIX, job.id, index, label="Remix", emoji="🖌️"))
     add(JobButton(Action.REROLL, job.id, emoji="🔄"))
     _add_mail_and_delete(view, job, index, row=1)
+    add_edit_rows(view, job, index)  # Vary (Region), Zoom Out, Pan, Make Square: rows 2 and 3
     return view
 
 

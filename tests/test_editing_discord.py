@@ -54,6 +54,9 @@ async def test_edit_buttons_make_grids_of_edits(h):
         assert len(single["components"]) <= 5  # Discord's rows
         zoomed = await result_of(h, await h.fake.click(single, f"easel:e:z2:{job}:0"))
         zoom = await h.store.get_job(job_id_of(zoomed))
+        # A second press within the double-click window joins the first press's job.
+        again = await result_of(h, await h.fake.click(single, f"easel:e:z2:{job}:0"))
+        assert job_id_of(again) == zoom.id
         assert zoom.kind is JobKind.ZOOM and zoom.params["factor"] == 2.0
         assert (zoom.parent_job_id, zoom.parent_index) == (job, 0)
         assert f"easel:u:{zoom.id}:0" in custom_ids(zoomed)  # a grid with its buttons

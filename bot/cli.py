@@ -173,66 +173,37 @@ async def cmd_vary(service: Service, args: argparse.Namespace) -> int:
 
 
 async def cmd_region(service: Service, args: argparse.Namespace) -> int:
-    actor = _actor(args)
     mask = _read_upload(args.mask, "mask") if args.mask else None
     cells = _cells(args.cells) if args.cells is not None else None
-    return await _run_job(
-        service,
-        lambda on_progress: service.region(
-            actor,
-            args.job,
-            _index(args.n),
-            prompt=args.prompt,
-            area=args.area,
-            cells=cells,
-            mask=mask,
-            seed=args.seed,
-            on_progress=on_progress,
-        ),
-        args,
+    return await _run_edit(
+        service, args, service.region, prompt=args.prompt, area=args.area, cells=cells, mask=mask
     )
 
 
 async def cmd_zoom(service: Service, args: argparse.Namespace) -> int:
-    actor = _actor(args)
-    return await _run_job(
-        service,
-        lambda on_progress: service.zoom(
-            actor,
-            args.job,
-            _index(args.n),
-            factor=args.factor,
-            prompt=args.prompt,
-            seed=args.seed,
-            on_progress=on_progress,
-        ),
-        args,
-    )
+    return await _run_edit(service, args, service.zoom, factor=args.factor, prompt=args.prompt)
 
 
 async def cmd_pan(service: Service, args: argparse.Namespace) -> int:
-    actor = _actor(args)
-    return await _run_job(
-        service,
-        lambda on_progress: service.pan(
-            actor,
-            args.job,
-            _index(args.n),
-            direction=args.direction,
-            prompt=args.prompt,
-            seed=args.seed,
-            on_progress=on_progress,
-        ),
-        args,
-    )
+    return await _run_edit(service, args, service.pan, direction=args.direction, prompt=args.prompt)
 
 
 async def cmd_square(service: Service, args: argparse.Namespace) -> int:
+    return await _run_edit(service, args, service.square)
+
+
+async def _run_edit(
+    service: Service,
+    args: argparse.Namespace,
+    edit: Callable[..., Awaitable[Submission]],
+    **options: object,
+) -> int:
+    """An edit of image N of a job (region, zoom, pan, square), with its own options."""
     actor = _actor(args)
     return await _run_job(
         service,
-        lambda on_progress: service.square(
-            actor, args.job, _index(args.n), seed=args.seed, on_progress=on_progress
+        lambda on_progress: edit(
+            actor, args.job, _index(args.n), seed=args.seed, on_progress=on_progress, **options
         ),
         args,
     )

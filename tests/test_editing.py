@@ -330,7 +330,7 @@ def easel(environment, tmp_path, monkeypatch, capsys):
     load torch once per command): its exit status, standard output and standard error."""
     for name in [k for k in os.environ if k.startswith("EASEL_")]:
         monkeypatch.delenv(name)
-    for name, value in environment().items():
+    for name, value in environment(EASEL_SEGMENT_MODEL="tiny").items():
         monkeypatch.setenv(name, value)
     monkeypatch.chdir(tmp_path)
 
@@ -362,6 +362,9 @@ def test_every_edit_from_the_command_line(easel, tmp_path):
         assert (out / f"job{first}_{i}.png").read_bytes() == (
             out / f"job{second}_{i}.png"
         ).read_bytes()
+    status, words, err = easel("region", job, "1", "--prompt", "a kite", "--area", "the sky")
+    assert status == 0, err  # the segmenter the settings name (tiny here), loaded on first use
+    assert "--area 'the sky'" in words
     sizes = {}
     for name, *options in (
         ("zoom", "--factor", "1.5"),

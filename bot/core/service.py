@@ -752,7 +752,8 @@ class Service:
         ) -> tuple[PILImage.Image, PILImage.Image, dict[str, Any]]:
             width, height = picture.size
             if cells:
-                return picture, _engine_input(cells_mask, width, height, cells), {"cells": cells}
+                chosen = _engine_input(cells_mask, width, height, cells)
+                return picture, chosen, {"cells": sorted(set(cells))}
             if mask is not None:
                 uploaded = await asyncio.to_thread(
                     decode_upload,

@@ -86,7 +86,7 @@ async def usage(service: Service, store) -> tuple[int, int]:
 # -- Vary (Region) -----------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("way", ["cells", "mask", "area"])
+@pytest.mark.parametrize("way", ["cells", "mask", "transparent mask", "area"])
 async def test_vary_region_keeps_every_pixel_outside_the_region(make_service, store, helpers, way):
     service = make_service()
     parent = await made(service)
@@ -97,6 +97,11 @@ async def test_vary_region_keeps_every_pixel_outside_the_region(make_service, st
     elif way == "mask":
         mask = cells_mask(64, 64, [1, 2])
         where = {"mask": Upload(png(mask), "image/png")}
+    elif way == "transparent mask":  # painted white on a transparent layer, white beneath too
+        mask = cells_mask(64, 64, [7, 8])
+        layer = Image.new("RGBA", (64, 64), (255, 255, 255, 0))
+        layer.putalpha(mask)
+        where = {"mask": Upload(png(layer), "image/png")}
     else:
         # Random weights see "the sky" all over; at 0.9 the region is small enough to leave
         # pixels beyond its feathered border.

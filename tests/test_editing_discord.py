@@ -149,3 +149,19 @@ async def test_an_edit_of_a_private_result_stays_private(h):
         assert panned["flags"] & 64
         pan = await h.store.get_job(job_id_of(panned))
     assert pan.kind is JobKind.PAN and pan.private and pan.params["direction"] == "left"
+
+
+async def test_edit_buttons_work_after_a_restart_and_on_show(h):
+    async with h.bot():
+        job, single = await single_of(h, "a castle --seed 3")
+        upscaled = await h.done(await h.fake.click(single, f"easel:up:{job}:0"))
+        upscale = job_id_of(upscaled)
+    async with h.bot(h.service()):  # a new process: new client, engine and service
+        panned = await result_of(h, await h.fake.click(single, f"easel:e:pd:{job}:0"))
+        assert (await h.store.get_job(job_id_of(panned))).params["direction"] == "down"
+        shown = await h.done(await h.fake.slash("show", {"job": upscale}))  # one image
+        assert f"easel:e:z15:{upscale}:0" in custom_ids(shown)
+        zoomed = await result_of(h, await h.fake.click(shown, f"easel:e:z15:{upscale}:0"))
+    zoom = await h.store.get_job(job_id_of(zoomed))
+    assert zoom.kind is JobKind.ZOOM and zoom.parent_job_id == upscale
+    assert zoom.spec.width * zoom.spec.height <= 64 * 64 * 1.1  # near the native size

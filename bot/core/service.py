@@ -761,6 +761,7 @@ class Service:
                     mask.content_type,
                     max_bytes=self.config.max_upload_bytes,
                     what="mask",
+                    mode="RGBA",  # transparent counts as black (engine.ops.masks.check_mask)
                 )
                 return picture, _engine_input(check_mask, uploaded, width, height), {}
             assert area is not None

@@ -65,8 +65,10 @@ def make_service(store, files, tiny_model, helpers):
         engine.stop()
 
 
-async def made(service: Service, text: str = "a lighthouse at dusk --seed 7", **kw):
-    return await service.finish(await service.imagine(ANN, text, **kw))
+async def made(
+    service: Service, text: str = "a lighthouse at dusk --seed 7", actor: Actor = ANN, **kw
+):
+    return await service.finish(await service.imagine(actor, text, **kw))
 
 
 async def edited(submission_coroutine, service: Service):
@@ -298,7 +300,9 @@ async def test_bad_zooms_and_pans_get_a_specific_message_and_cost_nothing(make_s
         lambda s, j: s.pan(ANN, j, 0, direction="down", prompt="bare skin"),
     ],
 )
-async def test_edits_of_an_uploaded_photo_keep_the_photo_hard_limits(make_service, store, edit):
+async def test_edits_of_an_uploaded_photo_keep_the_photo_hard_limits(
+    make_service, store, files, edit
+):
     service = make_service()
     photo = Upload(png(Image.effect_noise((64, 64), 60).convert("RGB")), "image/png")
     parent = await made(service, "a portrait of her --seed 2", upload=photo)
@@ -308,6 +312,8 @@ async def test_edits_of_an_uploaded_photo_keep_the_photo_hard_limits(make_servic
         await edit(service, parent.job.id)
     assert refused.value.hard
     assert await usage(service, store) == before
+    for folder in ("masks", "edits"):  # nothing of the refused edit is kept
+        assert not list((files.root / folder).rglob("*.png"))
 
 
 async def test_an_edit_of_a_private_result_is_private_and_of_a_photo_stays_a_photo(make_service):
@@ -389,3 +395,24 @@ def test_every_edit_from_the_command_line(easel, tmp_path):
     with pytest.raises(SystemExit) as usage:  # argparse: no part given
         easel("region", job, "1", "--prompt", "a door")
     assert usage.value.code == 2
+
+
+async def test_masks_go_with_forget_me_unless_another_job_uses_them(make_service, store, files):
+    service = make_service()
+    bob = Actor(key="discord:2", name="bob", guild_id=100, channel_id=200)
+    parent = await made(service)
+    uploaded = Upload(png(cells_mask(64, 64, [3, 6])), "image/png")
+    mine = await edited(
+        service.region(ANN, parent.job.id, 0, prompt="a kite", mask=uploaded), service
+    )
+    shared = await edited(
+        service.region(ANN, parent.job.id, 0, prompt="a kite", cells=[1]), service
+    )
+    his = await made(service, "a harbour --seed 8", actor=bob)
+    bobs = await edited(service.region(bob, his.job.id, 0, prompt="a kite", cells=[1]), service)
+    assert shared.job.params["mask"] == bobs.job.params["mask"]  # the same bytes, stored once
+    await service.forget_me(ANN)
+    assert not files.path(mine.job.params["mask"]).exists()
+    assert files.path(bobs.job.params["mask"]).exists()  # bob's edit still needs it
+    again = await edited(service.reroll(bob, bobs.job.id), service)  # and can use it
+    assert again.job.params["mask"] == bobs.job.params["mask"]

@@ -24,6 +24,10 @@ class JobKind(StrEnum):
     SQUARE = "square"
 
 
+# Where an edit's mask is stored (by content hash, named in the job's params["mask"]).
+MASK_FOLDER = "masks"
+
+
 class JobState(StrEnum):
     QUEUED = "queued"
     RUNNING = "running"

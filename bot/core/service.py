@@ -57,6 +57,7 @@ from bot.core.grammar import (
 from bot.core.imaging import decode_upload
 from bot.core.metadata import format_parameters
 from bot.core.models import (
+    MASK_FOLDER,
     GuildSettings,
     Image,
     Job,
@@ -918,7 +919,7 @@ class Service:
                 self.files.save_png, start, None, folder="edits"
             )
         mask_path, digest, _ = await asyncio.to_thread(
-            self.files.save_png, mask, None, folder="masks"
+            self.files.save_png, mask, None, folder=MASK_FOLDER
         )
         params.update(recorded, mask=mask_path, mask_sha256=digest)
         try:
@@ -926,9 +927,9 @@ class Service:
                 actor, user, guild, kind, spec, parent, index, init_path, key, on_progress, params
             )
         except (Refused, InvalidInput):
-            if init_path != image.path:  # a refused edit leaves no canvas behind
-                for path in await self.store.unreferenced([init_path]):
-                    await asyncio.to_thread(self.files.delete, path)
+            # A refused edit leaves nothing behind that no job uses: its canvas, its mask.
+            for path in await self.store.unreferenced({init_path, mask_path}):
+                await asyncio.to_thread(self.files.delete, path)
             raise
 
     async def _segment(self, picture: PILImage.Image, area: str) -> PILImage.Image:
@@ -945,11 +946,16 @@ class Service:
         except EngineInvalidRequest as exc:
             raise InvalidInput(str(exc)) from None
 
-    async def _edit_masks(self, job: Job) -> tuple[PILImage.Image, ...]:
-        """An edit's mask (white = repaint), or () for a job that is no edit."""
+    async def _edit_masks(self, job: Job, *, started: bool) -> tuple[PILImage.Image, ...]:
+        """An edit's mask (white = repaint), or () for a job that is no edit. ``started``:
+        whether its start image is still there."""
         path = job.params.get("mask")
         if not path:
             return ()
+        if not started:
+            raise InvalidInput(
+                f"The image job #{job.id} edits was deleted by its owner; nothing was charged."
+            )
         try:
             return (await asyncio.to_thread(self.files.open, path),)
         except OSError:
@@ -1204,7 +1210,7 @@ class Service:
             raise InvalidInput(
                 f"The start image of job #{job.id} was deleted by its owner; nothing was charged."
             )
-        masks = await self._edit_masks(job)
+        masks = await self._edit_masks(job, started=bool(init))
         if job.kind is JobKind.UPSCALE:
             operation = Operation.UPSCALE
         elif masks:

@@ -9,13 +9,14 @@ from collections.abc import Callable, Iterable, Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Select, delete, func, or_, select, update
+from sqlalchemy import Select, Text, cast, delete, func, or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from bot.core.errors import InvalidInput, NotFound
 from bot.core.grammar import GenerationSpec
 from bot.core.models import (
+    MASK_FOLDER,
     AuditEvent,
     BlocklistEntry,
     GuildSettings,
@@ -259,6 +260,11 @@ class Store:
                 for p in await s.scalars(select(JobRow.init_image_path).where(JobRow.id.in_(mine)))
                 if p
             }
+            paths |= {
+                params["mask"]
+                for params in await s.scalars(select(JobRow.params).where(JobRow.id.in_(mine)))
+                if params and params.get("mask")  # an edit's mask (bot.core.service)
+            }
             if paths:
                 await s.execute(
                     update(JobRow)
@@ -290,6 +296,11 @@ class Store:
         used |= set(
             await s.scalars(select(JobRow.init_image_path).where(JobRow.init_image_path.in_(paths)))
         )
+        for mask in (p for p in paths if p.startswith(f"{MASK_FOLDER}/") and p not in used):
+            # Edits name their mask in their parameters (JSON), where an index cannot look.
+            named = cast(JobRow.params, Text).contains(mask, autoescape=True)
+            if await s.scalar(select(JobRow.id).where(named).limit(1)) is not None:
+                used.add(mask)
         return sorted(p for p in paths if p not in used)
 
     # -- members (a user on one server) -------------------------------------------------------

@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, TextIO
 
 from bot.core.errors import ConfigError, EaselError, InvalidInput, Refused
 from bot.core.imaging import compose_grid
+from bot.core.models import MASK_FOLDER
 from bot.core.service import Actor, Outcome, Service, Submission, Upload
 from engine.requests import Progress
 
@@ -173,7 +174,7 @@ async def cmd_vary(service: Service, args: argparse.Namespace) -> int:
 
 
 async def cmd_region(service: Service, args: argparse.Namespace) -> int:
-    mask = _read_upload(args.mask, "mask") if args.mask else None
+    mask = _read_mask(service, args.mask) if args.mask else None
     cells = _cells(args.cells) if args.cells is not None else None
     return await _run_edit(
         service, args, service.region, prompt=args.prompt, area=args.area, cells=cells, mask=mask
@@ -207,6 +208,16 @@ async def _run_edit(
         ),
         args,
     )
+
+
+def _read_mask(service: Service, path: str) -> Upload:
+    """``--mask FILE``; a remake line names a stored mask by its place in the data directory."""
+    if not Path(path).exists() and path.startswith(f"{MASK_FOLDER}/"):
+        try:
+            return Upload(service.files.read(path), "image/png")
+        except OSError:
+            pass  # not stored either: say the file cannot be read
+    return _read_upload(path, "mask")
 
 
 def _cells(text: str) -> list[int]:

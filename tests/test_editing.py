@@ -373,6 +373,15 @@ def test_every_edit_from_the_command_line(easel, tmp_path):
         assert (out / f"job{first}_{i}.png").read_bytes() == (
             out / f"job{second}_{i}.png"
         ).read_bytes()
+    (tmp_path / "mask.png").write_bytes(png(cells_mask(*original, [9])))
+    status, masked, err = easel("region", job, "1", "--prompt", "a kite", "--mask", "mask.png")
+    assert status == 0, err
+    remake = masked.split("Remake: ", 1)[1].strip()
+    assert " --mask masks/" in remake  # the stored mask, by its place in the data directory
+    status, again, err = easel(*shlex.split(remake)[1:])
+    assert status == 0, err
+    first, second = test_cli.job_id(masked), test_cli.job_id(again)
+    assert (out / f"job{first}_4.png").read_bytes() == (out / f"job{second}_4.png").read_bytes()
     status, words, err = easel("region", job, "1", "--prompt", "a kite", "--area", "the sky")
     assert status == 0, err  # the segmenter the settings name (tiny here), loaded on first use
     assert "--area 'the sky'" in words

@@ -68,11 +68,11 @@ class EditCog(commands.Cog, name="Edit"):
             modal = RegionModal if action is EditAction.REGION else ZoomModal
             await interaction.response.send_modal(modal(self, job_id, index, text=text))
             return
-        actor = actor_from(interaction)
-        message_id = interaction.message.id if interaction.message else 0
-        press = Press(message_id, str(interaction.data.get("custom_id", "")))  # type: ignore[union-attr]
-        make = functools.partial(MAKES_AN_EDIT[action], self.service, actor, job_id, index, press)
-        await self._run(interaction, actor, make)
+        make = MAKES_AN_EDIT[action]
+        button = str(interaction.data.get("custom_id", ""))  # type: ignore[union-attr]
+        await self._run(
+            interaction, button, lambda a, p, r: make(self.service, a, job_id, index, p, r)
+        )
 
     async def region(
         self,
@@ -86,10 +86,8 @@ class EditCog(commands.Cog, name="Edit"):
         mask: discord.Attachment | None,
     ) -> None:
         """The Vary (Region) modal was submitted."""
-        actor = actor_from(interaction)
-        press = _modal_press(interaction, f"region:{job_id}:{index}")
 
-        async def submit(relay: ProgressRelay) -> Submission:
+        async def submit(actor: Actor, press: Press, relay: ProgressRelay) -> Submission:
             upload = await _download(mask, self.service) if mask is not None else None
             return await self.service.region(
                 actor,
@@ -103,7 +101,7 @@ class EditCog(commands.Cog, name="Edit"):
                 on_progress=relay,
             )
 
-        await self._run(interaction, actor, submit)
+        await self._run(interaction, f"region:{job_id}:{index}", submit)
 
     async def zoom(
         self,
@@ -115,10 +113,8 @@ class EditCog(commands.Cog, name="Edit"):
         prompt: str | None,
     ) -> None:
         """The Custom Zoom modal was submitted."""
-        actor = actor_from(interaction)
-        press = _modal_press(interaction, f"zoom:{job_id}:{index}")
 
-        async def submit(relay: ProgressRelay) -> Submission:
+        async def submit(actor: Actor, press: Press, relay: ProgressRelay) -> Submission:
             return await self.service.zoom(
                 actor,
                 job_id,
@@ -129,27 +125,27 @@ class EditCog(commands.Cog, name="Edit"):
                 on_progress=relay,
             )
 
-        await self._run(interaction, actor, submit)
+        await self._run(interaction, f"zoom:{job_id}:{index}", submit)
 
     async def _run(
         self,
         interaction: discord.Interaction,
-        actor: Actor,
-        submit: Callable[[ProgressRelay], Awaitable[Submission]],
+        button: str,
+        make: Callable[[Actor, Press, ProgressRelay], Awaitable[Submission]],
     ) -> None:
         """Defer with the visibility decided from memory (a press on a private result stays
-        private), then run the job through the imagine cog's delivery."""
+        private), then make the job and show it through the imagine cog's delivery. ``button``:
+        what was pressed or submitted, for the double-click rule."""
+        actor = actor_from(interaction)
+        press = Press(interaction.message.id if interaction.message else 0, button)
         private = self.service.answers_privately(
             actor, on_private_message=_on_private_message(interaction)
         )
         await interaction.response.defer(ephemeral=private, thinking=True)
         imagine = self.imagine
         reply = imagine.reply_for(interaction, private=private)
+        submit = functools.partial(make, actor, press)
         await imagine.delivery.run(reply, submit, interaction.user.id)
-
-
-def _modal_press(interaction: discord.Interaction, button: str) -> Press:
-    return Press(interaction.message.id if interaction.message else 0, button)
 
 
 def _factor(text: str) -> float:

@@ -131,6 +131,12 @@ async def test_custom_zoom_through_the_modal(h):
         await opened.wait_for_response(WAIT)
         modal = opened.response_data
         factor, prompt = fields(modal)[4]
+        wrong = await h.fake.submit_modal(modal["custom_id"], {factor["custom_id"]: "twice"})
+        assert "a number such as 1.5, not 'twice'" in await h.refused(wrong)
+        opened = await h.fake.click(single, f"easel:e:zc:{job}:0")
+        await opened.wait_for_response(WAIT)
+        modal = opened.response_data
+        factor, prompt = fields(modal)[4]
         submitted = await h.fake.submit_modal(
             modal["custom_id"], {factor["custom_id"]: "1.25", prompt["custom_id"]: "a harbour"}
         )

@@ -152,7 +152,8 @@ def _factor(text: str) -> float:
     try:
         return float(text.strip().replace(",", ".").rstrip("x×"))
     except ValueError:
-        raise InvalidInput(f"The zoom factor is a number from 1.1 to 2.0, not '{text}'.") from None
+        # The range is the service's to check; here only that it is a number.
+        raise InvalidInput(f"The zoom factor is a number such as 1.5, not '{text}'.") from None
 
 
 async def _download(attachment: discord.Attachment, service: Service) -> Upload:

@@ -40,6 +40,14 @@ async def single_of(h, prompt: str) -> tuple[int, dict]:
     return job, await h.done(await h.fake.click(grid, f"easel:u:{job}:0"))
 
 
+async def modal_of(h, message: dict, custom_id: str) -> dict:
+    """Press a button that opens a modal: the modal."""
+    opened = await h.fake.click(message, custom_id)
+    await opened.wait_for_response(WAIT)
+    assert opened.response_type == 9  # a modal
+    return opened.response_data
+
+
 async def result_of(h, interaction) -> dict:
     return await h.fake.wait_for_message(
         lambda m: m["id"] == interaction.original_id and m["components"], timeout=WAIT
@@ -75,10 +83,7 @@ async def test_edit_buttons_make_grids_of_edits(h):
 async def test_vary_region_through_the_modal(h):
     async with h.bot():
         job, single = await single_of(h, "a castle --seed 3")
-        opened = await h.fake.click(single, f"easel:e:rg:{job}:0")
-        await opened.wait_for_response(WAIT)
-        assert opened.response_type == 9  # a modal
-        modal = opened.response_data
+        modal = await modal_of(h, single, f"easel:e:rg:{job}:0")
         inputs = fields(modal)
         (area, prompt), (cells,), (mask,) = inputs[4], inputs[3], inputs[19]
         assert prompt["value"] == "a castle"  # the prompt, ready to edit
@@ -91,9 +96,7 @@ async def test_vary_region_through_the_modal(h):
         )
         assert "exactly one way" in await h.refused(both)
 
-        opened = await h.fake.click(single, f"easel:e:rg:{job}:0")
-        await opened.wait_for_response(WAIT)
-        modal = opened.response_data
+        modal = await modal_of(h, single, f"easel:e:rg:{job}:0")
         inputs = fields(modal)
         submitted = await h.fake.submit_modal(
             modal["custom_id"],
@@ -105,9 +108,7 @@ async def test_vary_region_through_the_modal(h):
         assert region.spec.prompt == "a red kite" and f"easel:v:{region.id}:3" in custom_ids(edited)
 
         # The mask way: a file uploaded in the modal.
-        opened = await h.fake.click(single, f"easel:e:rg:{job}:0")
-        await opened.wait_for_response(WAIT)
-        modal = opened.response_data
+        modal = await modal_of(h, single, f"easel:e:rg:{job}:0")
         inputs = fields(modal)
         upload = (png(cells_mask(64, 64, [9])), "mask.png", "image/png")
         submitted = await h.fake.submit_modal(
@@ -121,21 +122,15 @@ async def test_vary_region_through_the_modal(h):
 async def test_custom_zoom_through_the_modal(h):
     async with h.bot():
         job, single = await single_of(h, "a castle --seed 3")
-        opened = await h.fake.click(single, f"easel:e:zc:{job}:0")
-        await opened.wait_for_response(WAIT)
-        modal = opened.response_data
+        modal = await modal_of(h, single, f"easel:e:zc:{job}:0")
         factor, prompt = fields(modal)[4]
         wrong = await h.fake.submit_modal(modal["custom_id"], {factor["custom_id"]: "3"})
         assert "from 1.1 to 2.0, not 3" in await h.refused(wrong)
-        opened = await h.fake.click(single, f"easel:e:zc:{job}:0")
-        await opened.wait_for_response(WAIT)
-        modal = opened.response_data
+        modal = await modal_of(h, single, f"easel:e:zc:{job}:0")
         factor, prompt = fields(modal)[4]
         wrong = await h.fake.submit_modal(modal["custom_id"], {factor["custom_id"]: "twice"})
         assert "a number such as 1.5, not 'twice'" in await h.refused(wrong)
-        opened = await h.fake.click(single, f"easel:e:zc:{job}:0")
-        await opened.wait_for_response(WAIT)
-        modal = opened.response_data
+        modal = await modal_of(h, single, f"easel:e:zc:{job}:0")
         factor, prompt = fields(modal)[4]
         submitted = await h.fake.submit_modal(
             modal["custom_id"], {factor["custom_id"]: "1.25", prompt["custom_id"]: "a harbour"}

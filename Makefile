@@ -10,7 +10,7 @@ BIN := $(VENV)/bin
 PROMPT ?= a lighthouse at dusk --ar 16:9 --seed 7
 
 # The oldest discord.py Easel supports (pyproject's floor): the end-to-end tests run against it too.
-DISCORD_FLOOR ?= discord.py==2.6.4
+DISCORD_FLOOR ?= discord.py==2.7.0
 
 .PHONY: setup demo test test-floor lint bench clean
 
@@ -31,8 +31,8 @@ test: setup
 # The Discord tests again, on discord.py's oldest supported release (installed beside, not over,
 # the venv's own).
 test-floor: setup
-	test -d .floor || $(BIN)/python -m pip install --disable-pip-version-check -q --no-deps --target .floor '$(DISCORD_FLOOR)'
-	PYTHONPATH=.floor $(BIN)/python -m pytest -q -m e2e tests/test_discord.py tests/test_trust.py
+	test -f '.floor/$(DISCORD_FLOOR)' || { rm -rf .floor && $(BIN)/python -m pip install --disable-pip-version-check -q --no-deps --target .floor '$(DISCORD_FLOOR)' && touch '.floor/$(DISCORD_FLOOR)'; }
+	PYTHONPATH=.floor $(BIN)/python -m pytest -q -m e2e tests/test_discord.py tests/test_trust.py tests/test_editing_discord.py
 
 lint: setup
 	$(BIN)/ruff check .

@@ -137,12 +137,14 @@ class NoEngine:
 
 
 def extra_models(settings: Settings) -> Any:
-    """The companion models from the settings (engine.catalogue.ExtraModels): ControlNets,
-    IP-Adapter, upscaler, captioner, depth estimator and preview decoders, each loaded on first
-    use."""
+    """The companion models from the settings (engine.catalogue.ExtraModels): the inpainting
+    checkpoint, the segmenter, ControlNets, IP-Adapter, upscaler, captioner, depth estimator and
+    preview decoders, each loaded on first use."""
     from engine.catalogue import ExtraModels
 
     return ExtraModels(
+        inpaint=settings.inpaint_model,
+        segmenter=settings.segment_model,
         controlnets=settings.controlnets,
         ip_adapter=settings.ip_adapter,
         ip_adapter_encoder=settings.ip_adapter_encoder,
@@ -280,6 +282,7 @@ async def open_app(
             is_alive=is_alive,
             helpers=helpers,
         )
+        service.segmenter = helpers.segment  # Vary (Region) by words
         await service.recover()  # jobs of easel commands that were killed hold no slots
         yield App(settings, store, files, engine, service)
     finally:

@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, TextIO
 
 from bot.core.errors import ConfigError, EaselError, InvalidInput, Refused
 from bot.core.imaging import compose_grid
+from bot.core.models import MASK_FOLDER
 from bot.core.service import Actor, Outcome, Service, Submission, Upload
 from engine.requests import Progress
 
@@ -193,6 +194,63 @@ async def cmd_vary(service: Service, args: argparse.Namespace) -> int:
         ),
         args,
     )
+
+
+async def cmd_region(service: Service, args: argparse.Namespace) -> int:
+    mask = _read_mask(service, args.mask) if args.mask else None
+    cells = _cells(args.cells) if args.cells is not None else None
+    return await _run_edit(
+        service, args, service.region, prompt=args.prompt, area=args.area, cells=cells, mask=mask
+    )
+
+
+async def cmd_zoom(service: Service, args: argparse.Namespace) -> int:
+    return await _run_edit(service, args, service.zoom, factor=args.factor, prompt=args.prompt)
+
+
+async def cmd_pan(service: Service, args: argparse.Namespace) -> int:
+    return await _run_edit(service, args, service.pan, direction=args.direction, prompt=args.prompt)
+
+
+async def cmd_square(service: Service, args: argparse.Namespace) -> int:
+    return await _run_edit(service, args, service.square)
+
+
+async def _run_edit(
+    service: Service,
+    args: argparse.Namespace,
+    edit: Callable[..., Awaitable[Submission]],
+    **options: object,
+) -> int:
+    """An edit of image N of a job (region, zoom, pan, square), with its own options."""
+    actor = _actor(args)
+    return await _run_job(
+        service,
+        lambda on_progress: edit(
+            actor, args.job, _index(args.n), seed=args.seed, on_progress=on_progress, **options
+        ),
+        args,
+    )
+
+
+def _read_mask(service: Service, path: str) -> Upload:
+    """``--mask FILE``; a remake line names a stored mask by its place in the data directory."""
+    if not Path(path).exists() and path.startswith(f"{MASK_FOLDER}/"):
+        try:
+            return Upload(service.files.read(path), "image/png")
+        except OSError:
+            pass  # not stored either: say the file cannot be read
+    return _read_upload(path, "the mask")
+
+
+def _cells(text: str) -> list[int]:
+    """``--cells 1,2,5`` → [1, 2, 5] (the service says which numbers are out of range)."""
+    try:
+        return [int(part) for part in text.split(",") if part.strip()]
+    except ValueError:
+        raise InvalidInput(
+            f"--cells takes cell numbers 1 to 9 separated by commas, e.g. 1,2,5; not {text!r}."
+        ) from None
 
 
 async def cmd_reroll(service: Service, args: argparse.Namespace) -> int:
@@ -372,6 +430,25 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--strong", action="store_true", help="vary strongly (default: subtly)")
     p.add_argument("--prompt", help="remix: a new prompt for the variations")
     job_command("reroll", "the same prompt with a new seed")
+    p = job_command("region", "Vary (Region): repaint one part of image N", image_index=True)
+    p.add_argument("--prompt", required=True, help="what the part should show")
+    where = p.add_mutually_exclusive_group(required=True)
+    where.add_argument("--area", help='the part, in words: "the sky", "the dog\'s hat"')
+    where.add_argument("--cells", help="cells of a 3×3 grid, 1-9 left to right, e.g. 1,2,5")
+    where.add_argument("--mask", help="a black-and-white image of the same shape (white: change)")
+    p = job_command("zoom", "Zoom Out: image N on a larger canvas", image_index=True)
+    p.add_argument("--factor", type=float, default=2.0, help="1.1 to 2.0 (default: 2)")
+    p.add_argument("--prompt", help="a new prompt (default: the image's own)")
+    p = job_command("pan", "Pan: grow image N by half towards one side", image_index=True)
+    p.add_argument("--direction", required=True, help="left, right, up or down")
+    p.add_argument("--prompt", help="a new prompt (default: the image's own)")
+    p = job_command(
+        "square", "Make Square: a non-square image N on a square canvas", image_index=True
+    )
+    for name in ("region", "zoom", "pan", "square"):
+        sub.choices[name].add_argument(
+            "--seed", type=int, help="the seed of the first edit (default: a random one)"
+        )
     p = sub.add_parser("models", help="the models, LoRAs and embeddings installed")
     p.add_argument("--user", help=argparse.SUPPRESS)
     p = sub.add_parser("history", help="recent jobs")
@@ -439,6 +516,10 @@ SERVICE_COMMANDS: dict[str, Callable[[Service, argparse.Namespace], Awaitable[in
     "describe": cmd_describe,
     "vary": cmd_vary,
     "reroll": cmd_reroll,
+    "region": cmd_region,
+    "zoom": cmd_zoom,
+    "pan": cmd_pan,
+    "square": cmd_square,
     "history": cmd_history,
     "show": cmd_show,
     "cancel": cmd_cancel,

@@ -17,6 +17,8 @@ from discord.ext import commands
 from bot.cogs.admin import AdminCog, PrivacyCog
 from bot.cogs.blend import BlendCog
 from bot.cogs.describe import DescribeCog, ImagineThisButton
+from bot.cogs.edit.buttons import EditButton
+from bot.cogs.edit.cog import EditCog
 from bot.cogs.imagine import ImagineCog, JobButton
 from bot.cogs.models import ModelsCog
 from bot.cogs.user import UserCog
@@ -87,6 +89,8 @@ class EaselBot(commands.AutoShardedBot):
         await self.add_cog(BlendCog(self))
         await self.add_cog(DescribeCog(self))
         self.add_dynamic_items(ImagineThisButton)
+        await self.add_cog(EditCog(self))
+        self.add_dynamic_items(EditButton)
 
     async def setup_hook(self) -> None:
         await self.add_easel_commands()

@@ -46,6 +46,11 @@ class Settings(BaseSettings):
     model_memory: int = 0
     lora_dir: Path | None = None
     embeddings_dir: Path | None = None
+    # Editing (Vary Region, Zoom Out, Pan, Make Square): a dedicated inpainting checkpoint, in
+    # any form EASEL_MODEL takes (unset: inpainting shares the model's own weights), and the
+    # CLIPSeg model that finds a region from words (loaded on first use).
+    inpaint_model: str | None = None
+    segment_model: str = "CIDAS/clipseg-rd64-refined"
     # One device ("auto", "cpu", "cuda", "cuda:1", "mps"), or several in one machine
     # ("cuda:0,cuda:1"): one engine thread per device, fed by the one fair queue.
     device: str = "auto"
@@ -125,6 +130,7 @@ class Settings(BaseSettings):
         "models_file",
         "lora_dir",
         "embeddings_dir",
+        "inpaint_model",
         "ray_address",
         "ray_replicas",
         "controlnet_canny",

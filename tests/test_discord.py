@@ -52,7 +52,7 @@ async def test_u_then_upscale_then_variations(h):
             f"easel:us:{job}:1",
             f"easel:dm:{job}:1",
             f"easel:x:{job}",
-        ]
+        ] + [f"easel:e:{a}:{job}:1" for a in ("rg", "z2", "z15", "zc", "pl", "pr", "pu", "pd")]
 
         pressed = await h.fake.click(single, f"easel:up:{job}:1")
         upscaled = await h.fake.wait_for_message(

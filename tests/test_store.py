@@ -556,3 +556,15 @@ async def test_easel_db_upgrade_creates_the_database(tmp_path):
         for r in sqlite3.connect(db).execute("select name from sqlite_master where type='table'")
     }
     assert {"user", "guild", "job", "image", "blocklist_entry", "audit_event"} <= names
+
+
+async def test_an_edits_mask_is_kept_while_a_job_names_it(store):
+    ann = await store.get_or_create_user("local:ann", "ann")
+    bob = await store.get_or_create_user("local:bob", "bob")
+    shared = {"mask": "masks/ab/ab12.png", "cells": [1]}
+    await new_job(store, ann, kind=JobKind.REGION, params={"mask": "masks/cd/cd34.png"})
+    await new_job(store, ann, kind=JobKind.REGION, params=shared)
+    await new_job(store, bob, kind=JobKind.ZOOM, params=shared)
+    assert await store.forget_user(ann.id) == ["masks/cd/cd34.png"]  # bob's job names the other
+    unused = ["masks/ab/ab12.png", "masks/ef/ef56.png"]
+    assert await store.unreferenced(unused) == ["masks/ef/ef56.png"]

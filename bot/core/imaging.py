@@ -54,8 +54,11 @@ def decode_upload(
     max_bytes: int,
     max_side: int = MAX_UPLOAD_SIDE,
     what: str = "The start image",
+    mode: str = "RGB",
 ) -> Image.Image:
-    """Check and decode an uploaded start image; return it as RGB. Raises BadImage."""
+    """Check and decode an uploaded start image (or ``what`` it is); return it in ``mode``
+    (RGBA keeps transparency, as a mask painted on a transparent layer needs). Raises
+    BadImage."""
     check_upload_meta(content_type, len(data), max_bytes=max_bytes, what=what)
     expected = UPLOAD_TYPES[(content_type or "").split(";")[0].strip().lower()]
     try:
@@ -79,7 +82,7 @@ def decode_upload(
         raise BadImage(f"{what} is not a picture Easel can read.") from None
     except (OSError, SyntaxError, ValueError, EOFError) as exc:
         raise BadImage(f"{what} is damaged or truncated ({exc}).") from None
-    return image.convert("RGB")
+    return image.convert(mode)
 
 
 def fit_for_upload(png: bytes, limit: int, stem: str) -> tuple[bytes, str]:

@@ -20,6 +20,15 @@ class JobKind(StrEnum):
     BLEND = "blend"  # 2-5 uploaded images as image prompts (/blend)
     CONTROL = "control"  # text-to-image steered by a control map (/imagine control:)
     DESCRIBE = "describe"  # /describe: no images; its captions are in params, for its buttons
+    # Edits of one image (inpainting): a region repainted, the canvas grown around it.
+    REGION = "region"
+    ZOOM = "zoom"
+    PAN = "pan"
+    SQUARE = "square"
+
+
+# Where an edit's mask is stored (by content hash, named in the job's params["mask"]).
+MASK_FOLDER = "masks"
 
 
 class JobState(StrEnum):
@@ -159,6 +168,12 @@ def steering_files(params: dict[str, Any]) -> list[str]:
     prompts in order; paths under the data directory."""
     control = [params["control_image"]] if params.get("control_image") else []
     return control + list(params.get("image_prompts", ()))
+
+
+def param_files(params: dict[str, Any]) -> list[str]:
+    """Every file a job's params name: its steering images and an edit's mask."""
+    mask = [params["mask"]] if params.get("mask") else []
+    return steering_files(params) + mask
 
 
 @dataclass(frozen=True)

@@ -7,7 +7,7 @@ them; the ``Port`` suffix keeps the two apart when reading.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from datetime import datetime
 from typing import Any, Protocol
 
@@ -181,3 +181,7 @@ ImageClassifier = Callable[[PILImage.Image], bool]
 
 TextClassifier = Callable[[str], dict[str, float]]
 """A learned second opinion on prompts: policy category → score (runs off the event loop)."""
+
+Segmenter = Callable[[PILImage.Image, str], Awaitable[PILImage.Image]]
+"""Where a picture shows some words: a binary mask of its size, white there. Raises
+``engine.requests.NothingFound`` when nothing does, ``InvalidRequest`` for unusable words."""

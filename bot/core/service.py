@@ -16,11 +16,11 @@ import random
 import shlex
 import time
 from collections import OrderedDict, deque
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from fractions import Fraction
-from typing import Any
+from typing import Any, TypeVar
 
 from PIL import Image as PILImage
 
@@ -62,6 +62,7 @@ from bot.core.grammar import (
 from bot.core.imaging import decode_upload
 from bot.core.metadata import format_parameters
 from bot.core.models import (
+    MASK_FOLDER,
     GuildSettings,
     Image,
     Job,
@@ -81,12 +82,15 @@ from bot.core.ports import (
     ImageClassifier,
     ImageFilesPort,
     JobHandlePort,
+    Segmenter,
     StorePort,
     TextClassifier,
 )
 from bot.core.privacy import Place
 from bot.core.quota import utc_midnight
 from bot.core.text import clean_text, is_blank, model_label
+from engine.ops.masks import cells_mask, check_mask
+from engine.ops.outpaint import OUTPAINT_STRENGTH, REGION_STRENGTH, make_square, pan, zoom_out
 from engine.requests import (
     IMAGE_PROMPTS_MAX,
     UPSCALE_FACTORS,
@@ -96,6 +100,7 @@ from engine.requests import (
     GenerationResult,
     InvalidRequest,
     JobCancelled,
+    NothingFound,
     Operation,
     OwnerAtCapacity,
     Progress,
@@ -108,6 +113,8 @@ from engine.requests import (
 __all__ = ["Actor", "Outcome", "Press", "Service", "ServiceConfig", "Submission", "utc_midnight"]
 
 log = logging.getLogger(__name__)
+
+T = TypeVar("T")
 
 # Denoising strengths. Subtle keeps the composition, strong keeps the idea (Midjourney's
 # "Vary (Subtle)" / "Vary (Strong)"); 0.3 is the common "hires fix" strength for upscaling.
@@ -1040,7 +1047,7 @@ class Service:
             parent.init_image_path,
             key,
             on_progress,
-            params=_steering_params(parent.params),
+            params=parent.params if parent.kind in EDITS else _steering_params(parent.params),
         )
 
     async def _derived(
@@ -1077,6 +1084,261 @@ class Service:
             on_progress=on_progress,
             params=params,
         )
+
+    # -- editing one image: Vary (Region), Zoom Out, Pan, Make Square --------------------------
+
+    # Finds where a picture shows some words (the engine's CLIPSeg, engine.ops.helpers), set by
+    # the wiring; None: Vary (Region) by words is not set up here.
+    segmenter: Segmenter | None = None
+
+    async def region(
+        self,
+        actor: Actor,
+        job_id: int,
+        index: int,
+        *,
+        prompt: str,
+        area: str | None = None,
+        cells: Sequence[int] | None = None,
+        mask: Upload | None = None,
+        seed: int | None = None,
+        press: Press | None = None,
+        on_progress: ProgressHandler | None = None,
+    ) -> Submission:
+        """Vary (Region): four edits of image ``index`` of job ``job_id`` that repaint one part
+        of it with ``prompt`` and keep every other pixel. The part is said one way: described
+        (``area``, found by the segmenter), as cells of a 3×3 grid, or as an uploaded mask
+        (white = change)."""
+        area = clean_text(area).strip() if area else None
+        given = [way for way in (area, cells, mask) if way]
+        if len(given) != 1:
+            raise InvalidInput(
+                "Say where to change in exactly one way: describe it, pick cells of the 3×3 "
+                "grid, or upload a mask."
+            )
+
+        async def where(
+            parent: Job, guild: GuildSettings, spec: GenerationSpec, picture: PILImage.Image
+        ) -> tuple[PILImage.Image, PILImage.Image, dict[str, Any]]:
+            width, height = picture.size
+            if cells:
+                chosen = _engine_input(cells_mask, width, height, cells)
+                return picture, chosen, {"cells": sorted(set(cells))}
+            if mask is not None:
+                uploaded = await asyncio.to_thread(
+                    decode_upload,
+                    mask.data,
+                    mask.content_type,
+                    max_bytes=self.config.max_upload_bytes,
+                    what="The mask",
+                    mode="RGBA",  # transparent counts as black (engine.ops.masks.check_mask)
+                )
+                return picture, _engine_input(check_mask, uploaded, width, height), {}
+            assert area is not None
+            # The words say what becomes of the picture as much as the prompt does ("her dress"
+            # + "bare skin"): both are checked together, under the photo hard limits.
+            said = replace(spec, prompt=f"{area}, {spec.prompt}")
+            await self._check_prompt(actor, guild, said, photo=parent.from_photo)
+            return picture, await self._segment(picture, area), {"area": area}
+
+        return await self._edit(
+            actor, job_id, index, JobKind.REGION, prompt, seed, press, on_progress, where
+        )
+
+    async def zoom(
+        self,
+        actor: Actor,
+        job_id: int,
+        index: int,
+        *,
+        factor: float,
+        prompt: str | None = None,
+        seed: int | None = None,
+        press: Press | None = None,
+        on_progress: ProgressHandler | None = None,
+    ) -> Submission:
+        """Zoom Out: image ``index`` at the centre of a canvas ``factor`` (1.1 to 2.0) times its
+        size, the new border painted in; four of them."""
+        return await self._outpaint(
+            actor, job_id, index, JobKind.ZOOM, prompt, seed, press, on_progress, factor=factor
+        )
+
+    async def pan(
+        self,
+        actor: Actor,
+        job_id: int,
+        index: int,
+        *,
+        direction: str,
+        prompt: str | None = None,
+        seed: int | None = None,
+        press: Press | None = None,
+        on_progress: ProgressHandler | None = None,
+    ) -> Submission:
+        """Pan: the canvas grows by half the picture towards ``direction`` (left, right, up,
+        down), the picture keeps to the opposite side; four of them."""
+        return await self._outpaint(
+            actor, job_id, index, JobKind.PAN, prompt, seed, press, on_progress, direction=direction
+        )
+
+    async def square(
+        self,
+        actor: Actor,
+        job_id: int,
+        index: int,
+        *,
+        seed: int | None = None,
+        press: Press | None = None,
+        on_progress: ProgressHandler | None = None,
+    ) -> Submission:
+        """Make Square: a non-square image at the centre of a square canvas; four of them."""
+        return await self._outpaint(
+            actor, job_id, index, JobKind.SQUARE, None, seed, press, on_progress
+        )
+
+    async def _outpaint(
+        self,
+        actor: Actor,
+        job_id: int,
+        index: int,
+        kind: JobKind,
+        prompt: str | None,
+        seed: int | None,
+        press: Press | None,
+        on_progress: ProgressHandler | None,
+        **asked: Any,
+    ) -> Submission:
+        async def where(
+            parent: Job, guild: GuildSettings, spec: GenerationSpec, picture: PILImage.Image
+        ) -> tuple[PILImage.Image, PILImage.Image, dict[str, Any]]:
+            model = find_model(self.engine.catalogue, parent.spec.model or parent.model)
+            make = {JobKind.ZOOM: zoom_out, JobKind.PAN: pan, JobKind.SQUARE: make_square}[kind]
+            canvas = await asyncio.to_thread(
+                _engine_input,
+                make,
+                picture,
+                native_side=model.native_side,
+                max_pixels=self.limits(guild).max_pixels,
+                multiple=model.size_multiple,
+                **asked,
+            )
+            return canvas.image, canvas.mask, canvas.record
+
+        return await self._edit(actor, job_id, index, kind, prompt, seed, press, on_progress, where)
+
+    async def _edit(
+        self,
+        actor: Actor,
+        job_id: int,
+        index: int,
+        kind: JobKind,
+        prompt: str | None,
+        seed: int | None,
+        press: Press | None,
+        on_progress: ProgressHandler | None,
+        where: Callable[
+            [Job, GuildSettings, GenerationSpec, PILImage.Image],
+            Awaitable[tuple[PILImage.Image, PILImage.Image, dict[str, Any]]],
+        ],
+    ) -> Submission:
+        """An inpainting job from image ``index`` of job ``job_id``: ``where`` gives the start
+        image (the picture, or a canvas around it), the mask and what to record. Checked and
+        recorded like a variation; the start image and mask are stored by content hash."""
+        user = await self.user(actor)
+        guild = await self.guild(actor)
+        await self._gate(actor, user, guild)
+        parent, image = await self._source(actor, user, guild, job_id, index, press)
+        existing, key = await self._press_key(user, press, repeatable=True)
+        if existing is not None:
+            return existing
+        limits = self.limits(guild)
+        # A canvas scales the picture down to fit; a region is repainted at the picture's size.
+        if kind is JobKind.REGION and image.width * image.height > limits.max_pixels:
+            raise InvalidInput(
+                f"This image is {image.width}×{image.height}, above the {limits.max_pixels:,} "
+                "pixels an edit may have here; edit the image it was upscaled from."
+            )
+        if seed is not None and not 0 <= seed <= SEED_MAX:
+            raise InvalidInput(f"--seed must be from 0 to {SEED_MAX}; {seed} is not.")
+        spec = replace(
+            parent.spec,
+            seed=self._rng.randint(0, SEED_MAX) if seed is None else seed,
+            count=min(VARIATIONS, limits.max_count),
+        )
+        params: dict[str, Any] = {}
+        if prompt is not None:
+            parsed = self._parse(prompt, user, limits)
+            negative = parsed.negative if parsed.negative is not None else spec.negative
+            spec = replace(spec, prompt=parsed.prompt, negative=negative)
+            params["prompt"] = clean_text(prompt).strip()
+        picture = await asyncio.to_thread(self.files.open, image.path)
+        start, mask, recorded = await where(parent, guild, spec, picture)
+        strength = REGION_STRENGTH if kind is JobKind.REGION else OUTPAINT_STRENGTH
+        spec = replace(
+            spec,
+            strength=strength,
+            steps=img2img_steps(parent.spec.steps, strength),
+            width=start.width,
+            height=start.height,
+        )
+        _check_denoising(spec)
+        init_path = image.path
+        if start is not picture:
+            init_path, _, _ = await asyncio.to_thread(
+                self.files.save_png, start, None, folder="edits"
+            )
+        mask_path, digest, _ = await asyncio.to_thread(
+            self.files.save_png, mask, None, folder=MASK_FOLDER
+        )
+        params.update(recorded, mask=mask_path, mask_sha256=digest)
+        try:
+            return await self._derived(
+                actor,
+                user,
+                guild,
+                kind,
+                spec,
+                parent,
+                index,
+                init_path,
+                key,
+                on_progress,
+                params=params,
+            )
+        except (Refused, InvalidInput):
+            # A refused edit leaves nothing behind that no job uses: its canvas, its mask.
+            for path in await self.store.unreferenced({init_path, mask_path}):
+                await asyncio.to_thread(self.files.delete, path)
+            raise
+
+    async def _segment(self, picture: PILImage.Image, area: str) -> PILImage.Image:
+        if self.segmenter is None:
+            raise InvalidInput(
+                "Finding a region from words is not set up here; pick cells or upload a mask."
+            )
+        try:
+            return await self.segmenter(picture, area)
+        except NothingFound:
+            raise InvalidInput(
+                f"Nothing matched '{area}' in this image; pick cells or upload a mask instead."
+            ) from None
+        except InvalidRequest as exc:
+            raise InvalidInput(str(exc)) from None
+
+    async def _edit_masks(self, job: Job, *, started: bool) -> tuple[PILImage.Image, ...]:
+        """An edit's mask (white = repaint), or () for a job that is no edit. ``started``:
+        whether its start image is still there."""
+        path = job.params.get("mask")
+        if not path:
+            return ()
+        if not started:
+            raise InvalidInput(
+                f"The image job #{job.id} edits was deleted by its owner; nothing was charged."
+            )
+        try:
+            return (await asyncio.to_thread(self.files.open, path),)
+        except OSError:
+            raise InvalidInput(f"The mask of job #{job.id} is gone; nothing was charged.") from None
 
     async def take(
         self, actor: Actor, job_id: int, index: int, *, press: Press | None = None
@@ -1327,8 +1589,11 @@ class Service:
             raise InvalidInput(
                 f"The start image of job #{job.id} was deleted by its owner; nothing was charged."
             )
+        masks = await self._edit_masks(job, started=bool(init))
         if job.kind is JobKind.UPSCALE:
             operation = Operation.UPSCALE
+        elif masks:
+            operation = Operation.INPAINT
         elif init:
             operation = Operation.IMG2IMG
         else:
@@ -1357,6 +1622,7 @@ class Service:
             previews=self.classifier is None,
             model=spec.model or job.model,
             loras=spec.loras,
+            masks=masks,
             **steering,
         )
 
@@ -1623,6 +1889,8 @@ class Service:
     @staticmethod
     def remake_command(job: Job) -> str:
         """What remakes this job: the prompt text for a prompt-only job."""
+        if job.kind in EDITS:
+            return edit_command(job)
         steered = _steered_command(job)
         if steered is not None:
             return steered
@@ -1812,3 +2080,41 @@ def _steered_command(job: Job) -> str | None:
     # With both --control and --iw, the image prompt was the upload the map was made from; the
     # command gives the map for both.
     return f"easel imagine {text} --image {files[0]}"
+
+
+# The kinds of job that edit one image (inpainting), and the easel command that makes each.
+EDITS = {
+    JobKind.REGION: "region",
+    JobKind.ZOOM: "zoom",
+    JobKind.PAN: "pan",
+    JobKind.SQUARE: "square",
+}
+
+
+def edit_command(job: Job) -> str:
+    """The easel command that remakes an edit: the same image, the same way, the same seed."""
+    params = job.params
+    index = (job.parent_index or 0) + 1
+    words = ["easel", EDITS[job.kind], str(job.parent_job_id), str(index)]
+    if job.kind is JobKind.ZOOM:
+        words += ["--factor", f"{params.get('factor', 2.0):g}"]
+    elif job.kind is JobKind.PAN:
+        words += ["--direction", str(params.get("direction"))]
+    if "prompt" in params:
+        words += ["--prompt", params["prompt"]]
+    if params.get("area"):
+        words += ["--area", params["area"]]
+    elif params.get("cells"):
+        words += ["--cells", ",".join(str(c) for c in params["cells"])]
+    elif job.kind is JobKind.REGION:  # an uploaded mask, kept under the data directory
+        words += ["--mask", f"{params.get('mask')}"]
+    words += ["--seed", str(job.spec.seed)]
+    return shlex.join(words)
+
+
+def _engine_input(make: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+    """``make``'s result; the engine's word on bad input (a mask, a canvas) as InvalidInput."""
+    try:
+        return make(*args, **kwargs)
+    except InvalidRequest as exc:
+        raise InvalidInput(str(exc)) from None

@@ -9,7 +9,7 @@ from collections.abc import Callable, Iterable, Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Select, delete, func, or_, select, update
+from sqlalchemy import Select, Text, cast, delete, func, or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
@@ -28,7 +28,7 @@ from bot.core.models import (
     NewJob,
     User,
     UserSettings,
-    steering_files,
+    param_files,
 )
 from bot.store.tables import (
     AuditEventRow,
@@ -260,10 +260,9 @@ class Store:
                 for p in await s.scalars(select(JobRow.init_image_path).where(JobRow.id.in_(mine)))
                 if p
             }
-            # Uploaded control maps and image prompts (content-addressed: the same bytes another
-            # member uploaded go too; their job then says its images are gone).
+            # Uploaded control maps and image prompts, and edits' masks.
             for params in await s.scalars(select(JobRow.params).where(JobRow.id.in_(mine))):
-                paths |= set(steering_files(params or {}))
+                paths |= set(param_files(params or {}))
             if paths:
                 await s.execute(
                     update(JobRow)
@@ -295,6 +294,12 @@ class Store:
         used |= set(
             await s.scalars(select(JobRow.init_image_path).where(JobRow.init_image_path.in_(paths)))
         )
+        for path in (p for p in paths if p not in used):
+            # Masks and steering images are named in jobs' parameters (JSON), where an index
+            # cannot look; another member's job may name the very same bytes.
+            named = cast(JobRow.params, Text).contains(path, autoescape=True)
+            if await s.scalar(select(JobRow.id).where(named).limit(1)) is not None:
+                used.add(path)
         return sorted(p for p in paths if p not in used)
 
     # -- members (a user on one server) -------------------------------------------------------

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 import discord
 
+from bot.cogs.edit.buttons import add_edit_rows
 from bot.core.models import Image, Job
 
 if TYPE_CHECKING:
@@ -120,6 +121,7 @@ def single_view(job: Job, index: int) -> discord.ui.View:
         JobButton(Action.UPSCALE_SUBTLE, job.id, index, label="Upscale (Subtle)", emoji="🔍", row=1)
     )
     _add_mail_and_delete(view, job, index, row=1)
+    add_edit_rows(view, job, index)  # Vary (Region), Zoom Out, Pan, Make Square: rows 2 and 3
     return view
 
 

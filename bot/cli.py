@@ -572,6 +572,7 @@ async def _dispatch(args: argparse.Namespace) -> int:
         print(f"Database at {app.printable_db_url(settings)} is at revision {revision}.")
         return EXIT_OK
     needs_engine = args.command in ("imagine", "upscale", "vary", "reroll", "blend")
+    needs_engine = needs_engine or args.command in ("region", "zoom", "pan", "square")
     async with app.open_app(settings, with_engine=needs_engine) as running:
         return await SERVICE_COMMANDS[args.command](running.service, args)
 

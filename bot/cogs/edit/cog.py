@@ -11,13 +11,12 @@ from typing import TYPE_CHECKING
 import discord
 from discord.ext import commands
 
-from bot.cogs.common import actor_from
+from bot.cogs.common import actor_from, read_attachment
 from bot.cogs.edit.buttons import EditAction, RegionModal, ZoomModal
-from bot.cogs.imagine.cog import ImagineCog, _on_private_message
+from bot.cogs.imagine.cog import ImagineCog, on_private_message
 from bot.cogs.imagine.delivery import ProgressRelay
-from bot.core.errors import BadImage, InvalidInput
-from bot.core.imaging import check_upload_meta
-from bot.core.service import Actor, Press, Service, Submission, Upload
+from bot.core.errors import InvalidInput
+from bot.core.service import Actor, Press, Service, Submission
 
 if TYPE_CHECKING:
     from bot.client import EaselBot
@@ -88,7 +87,10 @@ class EditCog(commands.Cog, name="Edit"):
         """The Vary (Region) modal was submitted."""
 
         async def submit(actor: Actor, press: Press, relay: ProgressRelay) -> Submission:
-            upload = await _download(mask, self.service) if mask is not None else None
+            upload = None
+            if mask is not None:
+                limit = self.service.config.max_upload_bytes
+                upload = await read_attachment(mask, max_bytes=limit, what="The mask")
             return await self.service.region(
                 actor,
                 job_id,
@@ -139,7 +141,7 @@ class EditCog(commands.Cog, name="Edit"):
         actor = actor_from(interaction)
         press = Press(interaction.message.id if interaction.message else 0, button)
         private = self.service.answers_privately(
-            actor, on_private_message=_on_private_message(interaction)
+            actor, on_private_message=on_private_message(interaction)
         )
         await interaction.response.defer(ephemeral=private, thinking=True)
         imagine = self.imagine
@@ -154,18 +156,3 @@ def _factor(text: str) -> float:
     except ValueError:
         # The range is the service's to check; here only that it is a number.
         raise InvalidInput(f"The zoom factor is a number such as 1.5, not '{text}'.") from None
-
-
-async def _download(attachment: discord.Attachment, service: Service) -> Upload:
-    """A mask from the modal: type and size checked before anything is downloaded."""
-    check_upload_meta(
-        attachment.content_type,
-        attachment.size,
-        max_bytes=service.config.max_upload_bytes,
-        what="The mask",
-    )
-    try:
-        data = await attachment.read()
-    except discord.HTTPException:
-        raise BadImage("Could not download the mask from Discord.") from None
-    return Upload(data, attachment.content_type)

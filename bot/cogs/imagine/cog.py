@@ -48,7 +48,7 @@ MAKES_A_JOB: dict[Action, MakeJob] = {
 }
 
 
-def _on_private_message(interaction: discord.Interaction) -> bool:
+def on_private_message(interaction: discord.Interaction) -> bool:
     message = interaction.message
     return bool(message is not None and message.flags.ephemeral)
 
@@ -169,7 +169,7 @@ class ImagineCog(commands.Cog, name="Imagine"):
         actor = actor_from(interaction)
         message_id = interaction.message.id if interaction.message else 0
         press = Press(message_id, str(interaction.data.get("custom_id", "")))  # type: ignore[union-attr]
-        on_private = _on_private_message(interaction)
+        on_private = on_private_message(interaction)
         if action is Action.REMIX or (action is Action.VARY and self.service.remix_mode_now(actor)):
             assert index is not None
             known = self.service.recent_job(job_id)
@@ -212,7 +212,7 @@ class ImagineCog(commands.Cog, name="Imagine"):
         """The Remix modal was submitted: answer at once, then vary with the new prompt."""
         actor = actor_from(interaction)
         private = self.service.answers_privately(
-            actor, on_private_message=_on_private_message(interaction)
+            actor, on_private_message=on_private_message(interaction)
         )
         await interaction.response.defer(ephemeral=private, thinking=True)
         message_id = interaction.message.id if interaction.message else 0
@@ -238,7 +238,7 @@ class ImagineCog(commands.Cog, name="Imagine"):
             await interaction.followup.send(f"❌ {exc}", ephemeral=True)
             return
         unreachable = await delete_messages(self.bot, messages)
-        if _on_private_message(interaction):
+        if on_private_message(interaction):
             await interaction.edit_original_response(content="(deleted)", attachments=[], view=None)
         left = f" {unreachable} message(s) could not be reached." if unreachable else ""
         await interaction.followup.send(f"Deleted job #{job_id}.{left}", ephemeral=True)

@@ -157,9 +157,10 @@ async def test_a_reroll_of_an_edit_repaints_the_same_region(make_service):
     parent = await made(service)
     edit = await edited(service.region(ANN, parent.job.id, 0, prompt="a kite", cells=[9]), service)
     reroll = await edited(service.reroll(ANN, edit.job.id), service)
+    again = await edited(service.reroll(ANN, reroll.job.id), service)  # 🔄 of the 🔄
     original = service.open_image(parent.images[0])
     outside = feather_weights(cells_mask(64, 64, [9]), feather_radius(64, 64)) == 0
-    for image in opened(service, reroll):
+    for image in [*opened(service, reroll), *opened(service, again)]:
         assert np.array_equal(pixels(image)[outside], pixels(original)[outside])
 
 

@@ -1047,7 +1047,7 @@ class Service:
             parent.init_image_path,
             key,
             on_progress,
-            params=parent.params if parent.kind in EDITS else _steering_params(parent.params),
+            params=_reroll_params(parent),
         )
 
     async def _derived(
@@ -2042,6 +2042,14 @@ _STEERING_KEYS = (
 
 def _steering_params(params: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in params.items() if k in _STEERING_KEYS}
+
+
+def _reroll_params(parent: Job) -> dict[str, Any]:
+    """What a reroll of ``parent`` keeps: an edit's mask and canvas parameters (also through a
+    reroll of a reroll), or the images that steer the picture."""
+    if parent.kind in EDITS or parent.params.get("mask"):
+        return parent.params
+    return _steering_params(parent.params)
 
 
 def _aspect_of(width: int, height: int) -> tuple[int, int]:

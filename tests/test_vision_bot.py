@@ -210,6 +210,9 @@ async def test_forget_me_deletes_the_uploads_that_steered(service, files):
         await service.finish(submission)
     uploads = [*blend.job.params["image_prompts"], control.job.params["control_image"]]
     assert all(files.path(p).exists() for p in uploads)
+    # Another member's 🔄 of the blend names the same files: they go all the same.
+    bob = Actor(key="discord:2", name="bob", guild_id=100, channel_id=200)
+    await service.finish(await service.reroll(bob, blend.job.id))
     await service.forget_me(ANN)
     assert not any(files.path(p).exists() for p in uploads)
 

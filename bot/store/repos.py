@@ -16,6 +16,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from bot.core.errors import InvalidInput, NotFound
 from bot.core.grammar import GenerationSpec
 from bot.core.models import (
+    MASK_FOLDER,
     AuditEvent,
     BlocklistEntry,
     GuildSettings,
@@ -294,9 +295,10 @@ class Store:
         used |= set(
             await s.scalars(select(JobRow.init_image_path).where(JobRow.init_image_path.in_(paths)))
         )
-        for path in (p for p in paths if p not in used):
-            # Masks and steering images are named in jobs' parameters (JSON), where an index
-            # cannot look; another member's job may name the very same bytes.
+        for path in (p for p in paths if p.startswith(f"{MASK_FOLDER}/") and p not in used):
+            # Edits name their mask in their parameters (JSON), where an index cannot look; a
+            # mask (cells, words) is no one's photo, and another member's edit may use it. An
+            # upload goes whoever else names it, as a start image others varied does.
             named = cast(JobRow.params, Text).contains(path, autoescape=True)
             if await s.scalar(select(JobRow.id).where(named).limit(1)) is not None:
                 used.add(path)

@@ -282,7 +282,6 @@ async def open_app(
             is_alive=is_alive,
             helpers=helpers,
         )
-        service.segmenter = helpers.segment  # Vary (Region) by words
         await service.recover()  # jobs of easel commands that were killed hold no slots
         yield App(settings, store, files, engine, service)
     finally:

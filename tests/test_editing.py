@@ -4,7 +4,6 @@ the real CLIPSeg helper (tiny, random weights)."""
 
 from __future__ import annotations
 
-import functools
 import io
 import os
 import shlex
@@ -56,13 +55,26 @@ def make_service(store, files, tiny_model, helpers):
         engine.start()
         engines.append(engine)
         config.setdefault("limits", Limits(max_steps=50))
-        service = Service(store, files, engine, ServiceConfig(defaults=Defaults(steps=4), **config))
-        service.segmenter = helpers.segment
-        return service
+        config = ServiceConfig(defaults=Defaults(steps=4), **config)
+        return Service(store, files, engine, config, helpers=helpers)
 
     yield make
     for engine in engines:
         engine.stop()
+
+
+class Stricter:
+    """The real helpers, whose segmenter asks for more certainty than its default."""
+
+    def __init__(self, helpers: Helpers, *, threshold: float) -> None:
+        self.helpers = helpers
+        self.threshold = threshold
+
+    async def segment(self, image: Image.Image, words: str) -> Image.Image:
+        return await self.helpers.segment(image, words, threshold=self.threshold)
+
+    def __getattr__(self, name: str) -> object:
+        return getattr(self.helpers, name)
 
 
 async def made(
@@ -107,9 +119,9 @@ async def test_vary_region_keeps_every_pixel_outside_the_region(make_service, st
     else:
         # Random weights see "the sky" all over; at 0.9 the region is small enough to leave
         # pixels beyond its feathered border.
-        service.segmenter = functools.partial(helpers.segment, threshold=0.9)
+        service.helpers = Stricter(helpers, threshold=0.9)
         where = {"area": "the sky"}
-        mask = await service.segmenter(original, "the sky")
+        mask = await service.helpers.segment(original, "the sky")
     before = await usage(service, store)
     outcome = await edited(
         service.region(ANN, parent.job.id, 1, prompt="a red kite", **where), service
@@ -262,7 +274,7 @@ async def test_bad_regions_get_a_specific_message_and_cost_nothing(
 async def test_nothing_found_by_words_is_said_and_costs_nothing(make_service, store, helpers):
     service = make_service()
     # The real segmenter, asked for more certainty than any pixel reaches: nothing matches.
-    service.segmenter = functools.partial(helpers.segment, threshold=1.0)
+    service.helpers = Stricter(helpers, threshold=1.0)
     parent = await made(service)
     before = await usage(service, store)
     with pytest.raises(InvalidInput) as refused:

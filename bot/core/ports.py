@@ -7,7 +7,7 @@ them; the ``Port`` suffix keeps the two apart when reading.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from datetime import datetime
 from typing import Any, Protocol
 
@@ -174,6 +174,11 @@ class HelpersPort(Protocol):
 
     async def describe(self, image: PILImage.Image, n: int = 4) -> list[str]: ...
     async def control_map(self, kind: str, image: PILImage.Image) -> PILImage.Image: ...
+    async def segment(self, image: PILImage.Image, words: str) -> PILImage.Image:
+        """Where ``image`` shows ``words``: a binary mask of its size, white there. Raises
+        ``engine.requests.NothingFound`` when nothing does, ``InvalidRequest`` for unusable
+        words."""
+        ...
 
 
 ImageClassifier = Callable[[PILImage.Image], bool]
@@ -181,7 +186,3 @@ ImageClassifier = Callable[[PILImage.Image], bool]
 
 TextClassifier = Callable[[str], dict[str, float]]
 """A learned second opinion on prompts: policy category → score (runs off the event loop)."""
-
-Segmenter = Callable[[PILImage.Image, str], Awaitable[PILImage.Image]]
-"""Where a picture shows some words: a binary mask of its size, white there. Raises
-``engine.requests.NothingFound`` when nothing does, ``InvalidRequest`` for unusable words."""

@@ -82,7 +82,6 @@ from bot.core.ports import (
     ImageClassifier,
     ImageFilesPort,
     JobHandlePort,
-    Segmenter,
     StorePort,
     TextClassifier,
 )
@@ -265,7 +264,7 @@ class Service:
         self.text_classifier = text_classifier
         self.now = clock
         self.is_alive = is_alive  # whether the process a job's runner names still runs
-        self.helpers = helpers  # captioner and control-map makers (engine.ops.helpers)
+        self.helpers = helpers  # captioner, segmenter, control-map makers (engine.ops.helpers)
         self._rng = rng or random.Random()
         self._handles: dict[int, JobHandlePort] = {}
         # One outcome per job, for everyone waiting on it (a double click waits with the first).
@@ -1087,10 +1086,6 @@ class Service:
 
     # -- editing one image: Vary (Region), Zoom Out, Pan, Make Square --------------------------
 
-    # Finds where a picture shows some words (the engine's CLIPSeg, engine.ops.helpers), set by
-    # the wiring; None: Vary (Region) by words is not set up here.
-    segmenter: Segmenter | None = None
-
     async def region(
         self,
         actor: Actor,
@@ -1312,12 +1307,12 @@ class Service:
             raise
 
     async def _segment(self, picture: PILImage.Image, area: str) -> PILImage.Image:
-        if self.segmenter is None:
+        if self.helpers is None:
             raise InvalidInput(
                 "Finding a region from words is not set up here; pick cells or upload a mask."
             )
         try:
-            return await self.segmenter(picture, area)
+            return await self.helpers.segment(picture, area)
         except NothingFound:
             raise InvalidInput(
                 f"Nothing matched '{area}' in this image; pick cells or upload a mask instead."

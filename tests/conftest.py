@@ -68,6 +68,38 @@ def files(tmp_path):
     return ImageFiles(tmp_path / "data")
 
 
+@pytest.fixture
+def make_service(store, files, tiny_model):
+    """A service on the real store and an engine running the tiny model: 4 steps by default,
+    up to 50 allowed. ``start=False`` leaves the engine stopped (jobs stay queued)."""
+    from bot.core.grammar import Defaults, Limits
+    from bot.core.service import Service, ServiceConfig
+    from engine.worker import Engine
+
+    engines: list[Engine] = []
+
+    def make(start=True, *, classifier=None, text_classifier=None, helpers=None, **config):
+        engine = Engine(tiny_model, preview_interval=0, max_per_owner=10)
+        if start:
+            engine.start()
+        engines.append(engine)
+        config.setdefault("limits", Limits(max_steps=50))
+        cfg = ServiceConfig(defaults=Defaults(steps=4), **config)
+        return Service(
+            store,
+            files,
+            engine,
+            cfg,
+            classifier=classifier,
+            text_classifier=text_classifier,
+            helpers=helpers,
+        )
+
+    yield make
+    for engine in engines:
+        engine.stop()
+
+
 @pytest.fixture(scope="session")
 def model_dir(tmp_path_factory):
     """One data directory per test session holding the tiny model (built once, ~3 s)."""

@@ -4,6 +4,7 @@ the real CLIPSeg helper (tiny, random weights)."""
 
 from __future__ import annotations
 
+import functools
 import io
 import os
 import shlex
@@ -14,15 +15,14 @@ from PIL import Image
 
 from bot.cli import main
 from bot.core.errors import BadImage, InvalidInput, PolicyRefusal
-from bot.core.grammar import Defaults, Limits
+from bot.core.grammar import Limits
 from bot.core.models import JobKind, JobState
-from bot.core.service import Actor, Service, ServiceConfig, Upload
+from bot.core.service import Actor, Service, Upload
 from engine.catalogue import ExtraModels
 from engine.ops.helpers import Helpers
 from engine.ops.inpaint import feather_weights
 from engine.ops.masks import cells_mask, feather_radius
 from engine.ops.outpaint import make_square, pan, zoom_out
-from engine.worker import Engine
 from tests import test_cli
 
 ANN = Actor(key="discord:1", name="ann", guild_id=100, channel_id=200)
@@ -47,20 +47,9 @@ def helpers(tmp_path_factory):
 
 
 @pytest.fixture
-def make_service(store, files, tiny_model, helpers):
-    engines: list[Engine] = []
-
-    def make(**config) -> Service:
-        engine = Engine(tiny_model, preview_interval=0, max_per_owner=10)
-        engine.start()
-        engines.append(engine)
-        config.setdefault("limits", Limits(max_steps=50))
-        config = ServiceConfig(defaults=Defaults(steps=4), **config)
-        return Service(store, files, engine, config, helpers=helpers)
-
-    yield make
-    for engine in engines:
-        engine.stop()
+def make_service(make_service, helpers):
+    """conftest's, with the helpers (the tiny segmenter) for Vary (Region) by words."""
+    return functools.partial(make_service, helpers=helpers)
 
 
 class Stricter:

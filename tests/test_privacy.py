@@ -13,7 +13,7 @@ from PIL import Image
 
 from bot.core import privacy
 from bot.core.errors import Banned, EmptyPrompt, InvalidInput, NotFound, PolicyRefusal
-from bot.core.grammar import Defaults, Limits, parse_prompt, resolve
+from bot.core.grammar import Defaults, parse_prompt, resolve
 from bot.core.metadata import parse_parameters
 from bot.core.models import Job, JobKind, JobState
 from bot.core.privacy import AgeRestricted, Place
@@ -115,24 +115,6 @@ def test_bounded_maps_forget_the_least_recently_used():
 
 
 # -- the service -------------------------------------------------------------------------------
-
-
-@pytest.fixture
-def make_service(store, files, tiny_model):
-    engines: list[Engine] = []
-
-    def make(start=True, classifier=None, **config) -> Service:
-        engine = Engine(tiny_model, preview_interval=0, max_per_owner=10)
-        if start:
-            engine.start()
-        engines.append(engine)
-        config.setdefault("limits", Limits(max_steps=50))
-        cfg = ServiceConfig(defaults=Defaults(steps=4), **config)
-        return Service(store, files, engine, cfg, classifier=classifier)
-
-    yield make
-    for engine in engines:
-        engine.stop()
 
 
 def png() -> bytes:

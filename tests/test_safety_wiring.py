@@ -10,10 +10,9 @@ import pytest
 from PIL import Image
 
 from bot.core.errors import PolicyRefusal
-from bot.core.grammar import Defaults
-from bot.core.service import Actor, Service, ServiceConfig, Upload
+from bot.core.grammar import Limits
+from bot.core.service import Actor, Service, Upload
 from engine.text_safety import build_tiny_text_model, load_text_classifier
-from engine.worker import Engine
 from tests.harness import job_id_of
 
 ANN = Actor(key="discord:1", name="ann", guild_id=100, channel_id=200)
@@ -32,19 +31,15 @@ def photo() -> Upload:
 
 
 @pytest.fixture
-def make_service(store, files, tiny_model):
-    engines = []
+def make_service(make_service):
+    """conftest's, with a classifier threshold of 0.99 unless a test says otherwise."""
 
     def make(text_classifier=None, threshold=0.99) -> Service:
-        engine = Engine(tiny_model, preview_interval=0)
-        engine.start()
-        engines.append(engine)
-        config = ServiceConfig(defaults=Defaults(steps=4), text_classifier_threshold=threshold)
-        return Service(store, files, engine, config, text_classifier=text_classifier)
+        return make_service(
+            text_classifier=text_classifier, text_classifier_threshold=threshold, limits=Limits()
+        )
 
-    yield make
-    for engine in engines:
-        engine.stop()
+    return make
 
 
 async def test_the_classifier_adds_a_refusal_and_audits_its_score(make_service, store, text_model):

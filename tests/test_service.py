@@ -20,11 +20,10 @@ from bot.core.errors import (
     QuotaExceeded,
     TooManyJobs,
 )
-from bot.core.grammar import Defaults, Limits
+from bot.core.grammar import Limits
 from bot.core.metadata import parse_parameters
 from bot.core.models import GuildSettings, JobKind, JobState, NsfwRule, UserSettings
 from bot.core.service import Actor, Press, Service, ServiceConfig, Upload
-from engine.worker import Engine
 
 ANN = Actor(key="discord:1", name="ann", guild_id=100, channel_id=200)
 BOB = Actor(key="discord:2", name="bob", guild_id=100, channel_id=200)
@@ -40,24 +39,6 @@ def noisy_png() -> bytes:
     buffer = io.BytesIO()
     Image.effect_noise((64, 64), 60).convert("RGB").save(buffer, format="PNG")
     return buffer.getvalue()
-
-
-@pytest.fixture
-def make_service(store, files, tiny_model):
-    engines: list[Engine] = []
-
-    def make(start=True, classifier=None, **config) -> Service:
-        engine = Engine(tiny_model, preview_interval=0, max_per_owner=10)
-        if start:
-            engine.start()
-        engines.append(engine)
-        config.setdefault("limits", Limits(max_steps=50))
-        cfg = ServiceConfig(defaults=Defaults(steps=4), **config)
-        return Service(store, files, engine, cfg, classifier=classifier)
-
-    yield make
-    for engine in engines:
-        engine.stop()
 
 
 async def imagine(service, text="a lighthouse at dusk --seed 7", actor=ANN, **kw):

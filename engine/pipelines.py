@@ -162,6 +162,12 @@ class Runner:
             )
             if problem is not None:
                 raise NotAvailable(problem)
+        # Companion weights load here, under the worker's load lock, never mid-run.
+        if first.control:
+            self.companions.controls.pipeline(first.control)
+        if first.image_prompts:
+            self.companions.image_prompts.load()
+        self.companions.previews.load()
         loras = self.adapters.apply(requests[0].loras)
         texts = [t for r in requests for t in (r.prompt, r.negative)]
         embeddings, notes = self.adapters.embeddings_in(texts)

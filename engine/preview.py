@@ -131,7 +131,7 @@ class Previews:
 
     def image(self, latents: torch.Tensor) -> Image.Image:
         """One image's latents (channels, h, w), as the sampler holds them → a small picture."""
-        decoder = self._load()
+        decoder = self.load()
         if decoder is None or decoder.config.latent_channels != latents.shape[0]:
             return latents_to_preview(latents, self.family)
         config = decoder.config
@@ -142,7 +142,9 @@ class Previews:
             rgb = decoder.decode(x).sample[0].float().permute(1, 2, 0).cpu()
         return _small(rgb)
 
-    def _load(self) -> Any:
+    def load(self) -> Any:
+        """The decoder, loaded now if it was not (the engine loads it before a batch runs, under
+        its load lock); None without one."""
         if self._tried:
             return self._decoder
         with self._lock:

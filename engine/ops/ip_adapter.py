@@ -69,10 +69,14 @@ class ImagePrompts:
 
     # -- switching ---------------------------------------------------------------------------
 
-    def activate(self, request: GenerationRequest) -> dict[str, Any]:
-        """Switch the adapter on at this request's weight; return its record."""
+    def load(self) -> None:
+        """Load the adapter now (the engine does, under its load lock) unless it is loaded."""
         if self._state is None:
             self._load()
+
+    def activate(self, request: GenerationRequest) -> dict[str, Any]:
+        """Switch the adapter on at this request's weight; return its record."""
+        self.load()
         pipe = self.model.txt2img
         if getattr(pipe.unet, _ON_UNET, None) is not self._state:
             self.deactivate()  # another runner's adapter on the same weights (tests share them)

@@ -21,17 +21,12 @@ from compel import BaseTextualInversionManager
 from engine.catalogue import AdapterEntry, AdapterFolder
 from engine.families import FAMILIES
 from engine.loading import LoadedModel, file_identity
-from engine.requests import NotAvailable, UnknownLora
+from engine.requests import NotAvailable, UnknownLora, first_line
 
 log = logging.getLogger(__name__)
 
 LORAS_PER_MODEL = 8  # LoRAs kept loaded per model; the least recently used are unloaded
 _UNKNOWN = (("", 0.0),)  # an active set no request has: forces the next job to set its own
-
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return (text.splitlines()[0] if text else type(exc).__name__)[:200]
 
 
 def unknown_lora(name: str, folder: AdapterFolder) -> UnknownLora:
@@ -113,7 +108,7 @@ class Adapters:
             self._forget(adapter)
             raise NotAvailable(
                 f"LoRA '{entry.name}' cannot be used with model '{info.name}' "
-                f"({family.label}): {_first_line(exc)}"
+                f"({family.label}): {first_line(exc, 200)}"
             ) from exc
         if not any(adapter in names for names in pipe.get_list_adapters().values()):
             # diffusers only warns when no key of the file matched a module: refuse instead of
@@ -199,7 +194,7 @@ class Adapters:
         except Exception as exc:
             self._refused[token] = (
                 f"Embedding '{entry.name}' cannot be used with model '{info.name}' "
-                f"({_first_line(exc)}); it was read as a plain word."
+                f"({first_line(exc, 200)}); it was read as a plain word."
             )
             return
         self._embeddings[token] = file_identity([entry.path], self.data_dir)

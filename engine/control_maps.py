@@ -37,6 +37,7 @@ from engine.requests import (
     InvalidRequest,
     NotAvailable,
     aspect_problem,
+    first_line,
 )
 
 log = logging.getLogger(__name__)
@@ -231,9 +232,3 @@ def prepare_control_image(image: Image.Image, width: int, height: int) -> Image.
 
 def _gray_to_rgb(gray: np.ndarray) -> Image.Image:
     return Image.fromarray(np.repeat(gray[:, :, None], 3, axis=2), "RGB")
-
-
-def first_line(exc: BaseException) -> str:
-    """An exception's first line, short enough for a one-line message."""
-    text = str(exc).strip()
-    return (text.splitlines()[0] if text else type(exc).__name__)[:300]

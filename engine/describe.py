@@ -21,8 +21,8 @@ from typing import Any
 
 from PIL import Image
 
-from engine.control_maps import first_line, load_pretrained
-from engine.requests import GenerationError
+from engine.control_maps import load_pretrained
+from engine.requests import GenerationError, first_line
 
 log = logging.getLogger(__name__)
 

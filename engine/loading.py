@@ -33,7 +33,7 @@ from engine.catalogue import (
     read_safetensors_header,
 )
 from engine.families import FAMILIES, Family
-from engine.requests import ModelInfo
+from engine.requests import ModelInfo, first_line
 from engine.tiny import tiny_model_folder
 
 log = logging.getLogger(__name__)
@@ -360,9 +360,8 @@ def load_entry(
         raise
     except Exception as exc:  # diffusers raises many kinds; the user needs one line
         offline = " (offline: HF_HUB_OFFLINE is set)" if os.environ.get("HF_HUB_OFFLINE") else ""
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise ModelLoadError(
-            f"Could not load model '{entry.name}' from {source}{offline}: {first}"
+            f"Could not load model '{entry.name}' from {source}{offline}: {first_line(exc, None)}"
         ) from exc
 
     family = _pipeline_family(pipe)

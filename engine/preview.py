@@ -21,6 +21,8 @@ import numpy as np
 import torch
 from PIL import Image
 
+from engine.requests import first_line
+
 log = logging.getLogger(__name__)
 
 SD1_FACTORS = [
@@ -161,12 +163,11 @@ class Previews:
             try:
                 decoder = AutoencoderTiny.from_pretrained(source, torch_dtype=self.dtype)
             except Exception as exc:  # a missing folder, no network, not a TAESD
-                first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
                 log.warning(
                     "Preview decoder %s cannot load (%s: %s); previews use the linear map.",
                     self.source,
                     type(exc).__name__,
-                    first,
+                    first_line(exc),
                 )
                 return None
             self._decoder = decoder.to(self.device).eval()

@@ -429,3 +429,11 @@ class InvalidImage(InvalidRequest):
 
 class NothingFound(InvalidImage):
     """Segmentation found nothing matching the words (Vary Region by text)."""
+
+
+def first_line(exc: BaseException, limit: int | None = 300) -> str:
+    """An exception's first line (its type's name when it says nothing), at most ``limit``
+    characters: what a one-line message about a failure quotes."""
+    text = str(exc).strip()
+    line = text.splitlines()[0] if text else type(exc).__name__
+    return line[:limit] if limit is not None else line

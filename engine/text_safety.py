@@ -24,6 +24,7 @@ from pathlib import Path
 import torch
 
 from engine.loading import ModelLoadError, pick_device
+from engine.requests import first_line
 
 log = logging.getLogger(__name__)
 
@@ -102,11 +103,6 @@ PROTOTYPES: dict[str, tuple[str, ...]] = {
 }
 
 
-def _one_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return text.splitlines()[0] if text else type(exc).__name__
-
-
 def load_text_classifier(
     source: str,
     *,
@@ -135,7 +131,7 @@ def load_text_classifier(
     except Exception as exc:  # transformers raises many kinds; the operator needs one line
         offline = " (offline: HF_HUB_OFFLINE is set)" if os.environ.get("HF_HUB_OFFLINE") else ""
         raise ModelLoadError(
-            f"cannot load a text classifier from {source!r}{offline}: {_one_line(exc)}"
+            f"cannot load a text classifier from {source!r}{offline}: {first_line(exc, None)}"
         ) from exc
     model.to(torch_device).eval()
     overlap = min(WINDOW_OVERLAP, max_tokens // 4)

@@ -44,7 +44,7 @@ import torch.nn.functional as F
 from PIL import Image
 
 from engine.loading import ModelLoadError, pick_device
-from engine.requests import UPSCALE_FACTORS, GenerationError, InvalidRequest
+from engine.requests import UPSCALE_FACTORS, GenerationError, InvalidRequest, first_line
 
 log = logging.getLogger(__name__)
 
@@ -89,7 +89,7 @@ def load_upscaler(path: str | Path, *, device: str | torch.device = "cpu") -> Up
         ) from None
     except Exception as exc:  # torch, safetensors and pickle raise many kinds for a bad file
         raise ModelLoadError(
-            f"Upscaler model {path.name}: cannot read the weights ({_first_line(exc)})."
+            f"Upscaler model {path.name}: cannot read the weights ({first_line(exc)})."
         ) from exc
     if not isinstance(descriptor, spandrel.ImageModelDescriptor):
         raise ModelLoadError(
@@ -186,7 +186,7 @@ class Upscaler:
         except GenerationError:
             raise
         except Exception as exc:
-            raise GenerationError(f"Upscaling failed: {_first_line(exc)}") from exc
+            raise GenerationError(f"Upscaling failed: {first_line(exc)}") from exc
         out = Image.fromarray(rgb, "RGB")
         if alpha is not None:
             out.putalpha(alpha.resize(out.size, Image.Resampling.LANCZOS))
@@ -327,8 +327,3 @@ def _sha256(path: Path) -> str:
         for chunk in iter(lambda: f.read(1 << 20), b""):
             digest.update(chunk)
     return digest.hexdigest()
-
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return (text.splitlines()[0] if text else type(exc).__name__)[:300]

@@ -58,6 +58,7 @@ from engine.requests import (
     Operation,
     Progress,
     QueuedJob,
+    first_line,
 )
 
 log = logging.getLogger(__name__)
@@ -347,7 +348,7 @@ class DeviceExecutor(Executor):
                 )
             else:
                 log.exception("Generation failed")
-                error = GenerationError(f"Generation failed: {short_error(exc)}")
+                error = GenerationError(f"Generation failed: {first_line(exc)}")
             self.stats.failed(batch, error)
 
     def _generate(self, batch: list[Job], preview_interval: float) -> None:
@@ -782,7 +783,7 @@ class Engine:
             except Exception as exc:  # the executor could not take it: it is gone
                 log.exception("%s could not take a batch", executor.name)
                 executor.stats.failed(
-                    batch, GenerationError(f"Generation failed: {short_error(exc)}")
+                    batch, GenerationError(f"Generation failed: {first_line(exc)}")
                 )
                 self._finished(executor, batch)
 
@@ -800,8 +801,3 @@ def _free_memory() -> None:
     gc.collect()
     if torch.cuda.is_available():
         torch.cuda.empty_cache()
-
-
-def short_error(exc: BaseException) -> str:
-    text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-    return text[:300]

@@ -24,10 +24,10 @@ from typing import Any
 from diffusers import AutoPipelineForText2Image, ControlNetModel
 
 from engine.catalogue import SINGLE_FILE_SUFFIXES, TINY_SOURCES
-from engine.control_maps import first_line, prepare_control_image
+from engine.control_maps import prepare_control_image
 from engine.loading import LoadedModel, ModelLoadError, batch_invariant, file_identity
 from engine.ops.hub import hub_identity
-from engine.requests import ControlKind, GenerationRequest, NotAvailable, image_identity
+from engine.requests import ControlKind, GenerationRequest, NotAvailable, first_line, image_identity
 
 log = logging.getLogger(__name__)
 

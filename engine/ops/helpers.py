@@ -29,14 +29,19 @@ from PIL import Image
 from engine.catalogue import ExtraModels
 from engine.control_maps import (
     DepthEstimator,
-    first_line,
     load_depth_model,
     load_pretrained,
     make_control_map,
     parse_control_kind,
 )
 from engine.describe import Captioner, load_captioner
-from engine.requests import ControlKind, GenerationError, InvalidRequest, NothingFound
+from engine.requests import (
+    ControlKind,
+    GenerationError,
+    InvalidRequest,
+    NothingFound,
+    first_line,
+)
 
 log = logging.getLogger(__name__)
 

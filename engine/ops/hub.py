@@ -5,8 +5,8 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from engine.control_maps import first_line
 from engine.loading import ModelLoadError
+from engine.requests import first_line
 
 
 def is_hub_file(source: str) -> bool:

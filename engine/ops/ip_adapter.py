@@ -39,10 +39,9 @@ from diffusers.models.embeddings import ImageProjection
 from PIL import Image
 
 from engine.catalogue import TINY_SOURCES
-from engine.control_maps import first_line
 from engine.loading import LoadedModel, ModelLoadError, batch_invariant, file_identity
 from engine.ops.hub import hub_file, is_hub_file
-from engine.requests import GenerationRequest, NotAvailable, image_identity
+from engine.requests import GenerationRequest, NotAvailable, first_line, image_identity
 
 log = logging.getLogger(__name__)
 

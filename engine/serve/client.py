@@ -49,7 +49,7 @@ from engine.serve.replica import (
     STARTED,
     EaselReplica,
 )
-from engine.worker import Executor, Job, PoolSpec, short_error
+from engine.worker import Executor, Job, PoolSpec, first_line
 
 log = logging.getLogger(__name__)
 
@@ -204,7 +204,7 @@ class RayExecutor(Executor):
             except Exception as exc:
                 log.exception("Ray batch failed")
                 pending = [j for j in batch if not j.settled]
-                error = GenerationError(f"Generation failed: {short_error(exc)}")
+                error = GenerationError(f"Generation failed: {first_line(exc)}")
                 self.stats.failed(pending, error)
             finally:
                 with self._lock:
@@ -259,7 +259,7 @@ class RayExecutor(Executor):
             log.warning(
                 "A Ray replica was lost running %d job(s) (%s); %d will run again.",
                 len(unfinished),
-                short_error(lost),
+                first_line(lost),
                 len(unfinished) - len(spent),
             )
             if spent:

@@ -32,7 +32,7 @@ from typing import Any
 from ray import serve
 
 from engine.requests import EngineError, GenerationError, GenerationRequest
-from engine.worker import DeviceExecutor, Job, PoolSpec, short_error
+from engine.worker import DeviceExecutor, Job, PoolSpec, first_line
 
 APP = "easel"
 DEPLOYMENT = "EaselReplica"
@@ -60,7 +60,7 @@ class _Resident:
 
 def failure(index: int, error: BaseException) -> tuple[Any, ...]:
     if not isinstance(error, EngineError):
-        error = GenerationError(f"Generation failed: {short_error(error)}")
+        error = GenerationError(f"Generation failed: {first_line(error)}")
     return (FAILED, index, type(error).__name__, str(error), getattr(error, "out_of_memory", False))
 
 

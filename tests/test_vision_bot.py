@@ -5,12 +5,13 @@ companions (ControlNets, IP-Adapter, captioner, depth model, upscaler) built loc
 from __future__ import annotations
 
 import io
+from dataclasses import replace
 
 import numpy as np
 import pytest
 from PIL import Image
 
-from bot.core.errors import BadImage, InvalidInput, PolicyRefusal, PromptSyntaxError
+from bot.core.errors import BadImage, InvalidInput, PolicyRefusal, PromptSyntaxError, Refused
 from bot.core.grammar import Defaults, Limits
 from bot.core.models import JobKind, JobState
 from bot.core.service import Actor, Service, ServiceConfig, Upload
@@ -441,3 +442,14 @@ async def test_blend_two_attachments_makes_a_grid(h, vision_service):
     assert len(await h.store.get_images(job.id)) == 4
     assert "Image 2 of the blend must be PNG, JPEG or WebP" in message
     assert await h.store.count_jobs() == 1
+
+
+async def test_a_request_refused_at_admission_keeps_none_of_its_uploads(service, files):
+    """Out of quota: /blend and a steered /imagine are refused after their uploads were saved,
+    and no job names those files, so /forget-me could never find them: they go at once."""
+    service.config = replace(service.config, daily_images_per_user=0)
+    with pytest.raises(Refused):
+        await service.blend(ANN, [png(swatch(30)), png(swatch(31))], "--seed 1")
+    with pytest.raises(Refused):
+        await service.imagine(ANN, "a cat --control canny", upload=png(swatch(32)))
+    assert not [p for p in files.path("uploads").rglob("*") if p.is_file()]

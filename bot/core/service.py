@@ -16,7 +16,7 @@ import random
 import shlex
 import time
 from collections import OrderedDict, deque
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from fractions import Fraction
@@ -74,6 +74,7 @@ from bot.core.models import (
     NsfwRule,
     User,
     UserSettings,
+    param_files,
     steering_files,
 )
 from bot.core.ports import (
@@ -592,9 +593,7 @@ class Service:
                 on_progress=on_progress,
             )
         except (Refused, InvalidInput):
-            if init_path is not None:  # a refused request leaves nothing behind
-                for path in await self.store.unreferenced([init_path]):
-                    await asyncio.to_thread(self.files.delete, path)
+            await self._discard([init_path])  # a refused request leaves nothing behind
             raise
 
     # -- steering with images: control maps, image prompts, /blend, /describe ------------------
@@ -860,11 +859,18 @@ class Service:
         if prompts:
             pairs = [await asyncio.to_thread(save, image) for image in prompts]
             params.update(image_prompts=[path for path, _ in pairs], inputs=[d for _, d in pairs])
-        # Kept even if admission refuses the job: the files are content-addressed, and the
-        # same bytes may steer another job (they are deleted with their owner's /forget-me).
-        return await self._submit(
-            actor, user, guild, kind, spec, visibility, params=params, on_progress=on_progress
-        )
+        try:
+            return await self._submit(
+                actor, user, guild, kind, spec, visibility, params=params, on_progress=on_progress
+            )
+        except (Refused, InvalidInput):
+            await self._discard(param_files(params))  # a refused request leaves nothing behind
+            raise
+
+    async def _discard(self, paths: Iterable[str | None]) -> None:
+        """Delete the files of a refused request that no job uses (another may share them)."""
+        for path in await self.store.unreferenced(p for p in paths if p):
+            await asyncio.to_thread(self.files.delete, path)
 
     async def _steering(self, job: Job) -> dict[str, Any]:
         """The request fields of a job's steering images (read from the files), or {}."""
@@ -1301,9 +1307,7 @@ class Service:
                 params=params,
             )
         except (Refused, InvalidInput):
-            # A refused edit leaves nothing behind that no job uses: its canvas, its mask.
-            for path in await self.store.unreferenced({init_path, mask_path}):
-                await asyncio.to_thread(self.files.delete, path)
+            await self._discard([init_path, mask_path])  # its canvas, its mask
             raise
 
     async def _segment(self, picture: PILImage.Image, area: str) -> PILImage.Image:

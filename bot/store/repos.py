@@ -280,10 +280,16 @@ class Store:
             ):
                 event.detail = {k: v for k, v in (event.detail or {}).items() if k != "prompt"}
             await s.commit()
-            return await self._unreferenced(s, paths)
+            # A mask (cells, words) is no one's photo, and another member's edit may use it; an
+            # upload goes whoever else names it, as a start image others varied does.
+            return await self._unreferenced(s, paths, named_under=f"{MASK_FOLDER}/")
 
-    async def _unreferenced(self, s: AsyncSession, paths: Iterable[str]) -> list[str]:
-        # Files are content-addressed: another job may hold the very same bytes.
+    async def _unreferenced(
+        self, s: AsyncSession, paths: Iterable[str], *, named_under: str = ""
+    ) -> list[str]:
+        """Of ``paths``, those no image or job uses. Files are content-addressed: another job
+        may hold the very same bytes. Jobs' parameters are searched for the paths that start
+        with ``named_under`` (all of them by default)."""
         paths = list(paths)
         if not paths:
             return []
@@ -295,10 +301,9 @@ class Store:
         used |= set(
             await s.scalars(select(JobRow.init_image_path).where(JobRow.init_image_path.in_(paths)))
         )
-        for path in (p for p in paths if p.startswith(f"{MASK_FOLDER}/") and p not in used):
-            # Edits name their mask in their parameters (JSON), where an index cannot look; a
-            # mask (cells, words) is no one's photo, and another member's edit may use it. An
-            # upload goes whoever else names it, as a start image others varied does.
+        for path in (p for p in paths if p.startswith(named_under) and p not in used):
+            # Masks and steering uploads are named in jobs' parameters (JSON), where an index
+            # cannot look.
             named = cast(JobRow.params, Text).contains(path, autoescape=True)
             if await s.scalar(select(JobRow.id).where(named).limit(1)) is not None:
                 used.add(path)

@@ -802,9 +802,12 @@ class Service:
         ]
 
     async def _helper(self, work: Any) -> Any:
-        """Await a helper model's work; its complaints about the input become InvalidInput."""
+        """Await a helper model's work; its complaints about the input become InvalidInput
+        (NothingFound passes through, for the caller to say what was not found)."""
         try:
             return await work
+        except NothingFound:
+            raise
         except InvalidRequest as exc:
             raise InvalidInput(str(exc)) from None
         except GenerationError as exc:
@@ -1123,18 +1126,21 @@ class Service:
         ) -> tuple[PILImage.Image, PILImage.Image, dict[str, Any]]:
             width, height = picture.size
             if cells:
-                chosen = _engine_input(cells_mask, width, height, cells)
+                chosen = await asyncio.to_thread(_engine_input, cells_mask, width, height, cells)
                 return picture, chosen, {"cells": sorted(set(cells))}
             if mask is not None:
-                uploaded = await asyncio.to_thread(
-                    decode_upload,
-                    mask.data,
-                    mask.content_type,
-                    max_bytes=self.config.max_upload_bytes,
-                    what="The mask",
-                    mode="RGBA",  # transparent counts as black (engine.ops.masks.check_mask)
-                )
-                return picture, _engine_input(check_mask, uploaded, width, height), {}
+
+                def checked(upload: Upload) -> PILImage.Image:  # off the loop: up to 4096²
+                    uploaded = decode_upload(
+                        upload.data,
+                        upload.content_type,
+                        max_bytes=self.config.max_upload_bytes,
+                        what="The mask",
+                        mode="RGBA",  # transparent counts as black (engine.ops.masks.check_mask)
+                    )
+                    return _engine_input(check_mask, uploaded, width, height)
+
+                return picture, await asyncio.to_thread(checked, mask), {}
             assert area is not None
             # The words say what becomes of the picture as much as the prompt does ("her dress"
             # + "bare skin"): both are checked together, under the photo hard limits.
@@ -1316,13 +1322,11 @@ class Service:
                 "Finding a region from words is not set up here; pick cells or upload a mask."
             )
         try:
-            return await self.helpers.segment(picture, area)
+            return await self._helper(self.helpers.segment(picture, area))
         except NothingFound:
             raise InvalidInput(
                 f"Nothing matched '{area}' in this image; pick cells or upload a mask instead."
             ) from None
-        except InvalidRequest as exc:
-            raise InvalidInput(str(exc)) from None
 
     async def _edit_masks(self, job: Job, *, started: bool) -> tuple[PILImage.Image, ...]:
         """An edit's mask (white = repaint), or () for a job that is no edit. ``started``:

@@ -183,6 +183,16 @@ async def test_models_through_discord(bot_setup, store):
     typed = await fake.autocomplete("imagine", {"prompt": "a fox", "model": "x"}, focused="model")
     await typed.wait_for_response(WAIT)
     assert [c["value"] for c in typed.response_data["choices"]] == ["xl"]
+    # An age-restricted channel of a server whose rule keeps such content out: the models for
+    # age-restricted channels only are not offered there either (the service refuses them).
+    dark = await fake.autocomplete(
+        "imagine",
+        {"prompt": "a fox", "model": "a"},
+        focused="model",
+        channel_id=fake.nsfw_channel_id,
+    )
+    await dark.wait_for_response(WAIT)
+    assert "after-dark" not in [c["value"] for c in dark.response_data["choices"]]
     interaction = await fake.slash("imagine", {"prompt": "a fox --count 1", "model": "xl"})
     done = await fake.wait_for_message(
         lambda m: m["id"] == interaction.original_id and m["components"], timeout=WAIT

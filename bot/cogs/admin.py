@@ -252,7 +252,7 @@ class AdminCog(commands.Cog):
     async def _model_names(
         self, interaction: discord.Interaction, current: str
     ) -> list[app_commands.Choice[str]]:
-        return model_choices(self.bot.service, actor_from(interaction), current)
+        return await model_choices(self.bot.service, actor_from(interaction), current)
 
     @admin.command(name="channel", description="Choose the channels Easel works in")
     async def channel(

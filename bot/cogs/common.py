@@ -72,14 +72,14 @@ async def delete_messages(bot: EaselBot, messages: Iterable[tuple[int, int]]) ->
     return unreachable
 
 
-def model_choices(service: Service, actor: Actor, current: str) -> list[app_commands.Choice[str]]:
-    """Autocomplete for a model option: the catalogue's names matching what is typed (those for
-    age-restricted channels only in such a channel; the service checks again on use)."""
+async def model_choices(
+    service: Service, actor: Actor, current: str
+) -> list[app_commands.Choice[str]]:
+    """Autocomplete for a model option: the models /models lists here, matching what is typed
+    (the service checks again on use)."""
     typed = current.casefold()
     choices = []
-    for entry in service.engine.models():
-        if entry.nsfw_only and not actor.nsfw_channel:
-            continue
+    for entry in service.models(actor, await service.guild(actor)).models:
         if typed and typed not in entry.name.casefold():
             continue
         label = f"{entry.name} — {entry.description}" if entry.description else entry.name

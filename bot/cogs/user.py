@@ -101,7 +101,7 @@ class UserCog(commands.Cog):
     async def _model_names(
         self, interaction: discord.Interaction, current: str
     ) -> list[app_commands.Choice[str]]:
-        return model_choices(self.bot.service, actor_from(interaction), current)
+        return await model_choices(self.bot.service, actor_from(interaction), current)
 
     @settings.command(name="preset", description="Save parameters under a name for --preset")
     @app_commands.describe(name="Preset name", parameters="e.g. --ar 16:9 --steps 30 --no text")

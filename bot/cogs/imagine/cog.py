@@ -141,7 +141,7 @@ class ImagineCog(commands.Cog, name="Imagine"):
     async def _model_names(
         self, interaction: discord.Interaction, current: str
     ) -> list[app_commands.Choice[str]]:
-        return model_choices(self.service, actor_from(interaction), current)
+        return await model_choices(self.service, actor_from(interaction), current)
 
     @app_commands.command(name="show", description="Bring back a past job with live buttons")
     @app_commands.describe(job="The job number (from /history)")

@@ -17,11 +17,10 @@ import discord
 from discord import app_commands
 from discord.ext import commands
 
-from bot.cogs.common import actor_from, delete_messages, model_choices
+from bot.cogs.common import actor_from, delete_messages, model_choices, read_attachment
 from bot.cogs.imagine.buttons import Action, RemixModal
 from bot.cogs.imagine.delivery import Delivery, ProgressRelay, Reply, Undeliverable
-from bot.core.errors import BadImage, EaselError
-from bot.core.imaging import check_upload_meta
+from bot.core.errors import EaselError
 from bot.core.service import Actor, Press, Service, Submission, Upload
 
 if TYPE_CHECKING:
@@ -111,19 +110,18 @@ class ImagineCog(commands.Cog, name="Imagine"):
                 "charged like any other."
             )
 
+        download: asyncio.Task[Upload] | None = None  # once, for every {…} prompt
+
         async def submit(text: str, relay: ProgressRelay) -> Submission:
+            nonlocal download
             upload = None
             if image is not None:
-                # Size and type are checked before anything is downloaded, and the file's own
-                # name is never used.
-                check_upload_meta(
-                    image.content_type, image.size, max_bytes=service.config.max_upload_bytes
-                )
-                try:
-                    data = await image.read()
-                except discord.HTTPException:
-                    raise BadImage("Could not download the start image from Discord.") from None
-                upload = Upload(data, image.content_type)
+                if download is None:
+                    limit = service.config.max_upload_bytes
+                    download = asyncio.ensure_future(
+                        read_attachment(image, max_bytes=limit, what="The start image")
+                    )
+                upload = await download
             return await service.imagine(
                 actor, text, upload=upload, negative=negative, on_progress=relay
             )

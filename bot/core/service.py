@@ -1055,7 +1055,7 @@ class Service:
             parent.init_image_path,
             key,
             on_progress,
-            params=_reroll_params(parent),
+            params=dict(parent.params),  # its steering images, an edit's mask: the same
         )
 
     async def _derived(
@@ -2027,32 +2027,6 @@ def _check_denoising(spec: GenerationSpec) -> None:
             f"--strength {spec.strength:g} with {spec.steps} steps leaves no step to run; "
             "raise --steps or --strength."
         )
-
-
-# Keys of job.params that a reroll keeps: the images that steer the picture, and how.
-_STEERING_KEYS = (
-    "control",
-    "control_weight",
-    "raw_control",
-    "control_image",
-    "control_input",
-    "image_weight",
-    "style_only",
-    "image_prompts",
-    "inputs",
-)
-
-
-def _steering_params(params: dict[str, Any]) -> dict[str, Any]:
-    return {k: v for k, v in params.items() if k in _STEERING_KEYS}
-
-
-def _reroll_params(parent: Job) -> dict[str, Any]:
-    """What a reroll of ``parent`` keeps: an edit's mask and canvas parameters (also through a
-    reroll of a reroll), or the images that steer the picture."""
-    if parent.kind in EDITS or parent.params.get("mask"):
-        return parent.params
-    return _steering_params(parent.params)
 
 
 def _aspect_of(width: int, height: int) -> tuple[int, int]:
